@@ -1,0 +1,123 @@
+"""Emits the ONNX nodes of the relevance computation.
+
+Rules call small methods (``b.mul(x, y)``, ``b.op("ConvTranspose", ...)``) and get
+value names back; the builder picks unique names, stores constants as
+initializers and keeps the nodes in emission order, which is a valid
+topological order because every rule only reads values that already exist.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+class Builder:
+    def __init__(self, prefix: str = "lrp", taken: set[str] | None = None):
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._taken = set(taken or ())
+        self._counter = itertools.count()
+        self._const_cache: dict[tuple, str] = {}
+        self.scope = ""
+
+    # -- names and constants ---------------------------------------------------------------------
+    def fresh(self, hint: str = "t") -> str:
+        while True:
+            name = f"{self.prefix}/{self.scope}{hint}_{next(self._counter)}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
+        """A constant tensor; small ones are de-duplicated."""
+        array = np.asarray(value, dtype=dtype)
+        key = None
+        if array.size <= 16:
+            key = (array.dtype.str, array.shape, array.tobytes())
+            if key in self._const_cache:
+                return self._const_cache[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def ints(self, values) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), dtype=np.int64, hint="i")
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, hint: str | None = None, **attrs):
+        outputs = [self.fresh(hint or op_type.lower()) for _ in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=outputs[0], **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+    def add(self, a: str, b: str) -> str:
+        return self.op("Add", [a, b])
+
+    def sub(self, a: str, b: str) -> str:
+        return self.op("Sub", [a, b])
+
+    def mul(self, a: str, b: str) -> str:
+        return self.op("Mul", [a, b])
+
+    def div(self, a: str, b: str) -> str:
+        return self.op("Div", [a, b])
+
+    def neg(self, a: str) -> str:
+        return self.op("Neg", [a])
+
+    def positive(self, x: str) -> str:
+        """max(x, 0)"""
+        return self.op("Relu", [x])
+
+    def negative(self, x: str) -> str:
+        """min(x, 0)"""
+        return self.op("Min", [x, self.const(0.0)])
+
+    def sum(self, terms: list[str]) -> str:
+        terms = [t for t in terms if t is not None]
+        if len(terms) == 1:
+            return terms[0]
+        return self.op("Sum", terms)
+
+    def shape_of(self, x: str) -> str:
+        return self.op("Shape", [x])
+
+    def reshape_like(self, x: str, like: str) -> str:
+        return self.op("Reshape", [x, self.shape_of(like)])
+
+    def zeros_like(self, like: str) -> str:
+        return self.op(
+            "ConstantOfShape", [self.shape_of(like)], value=numpy_helper.from_array(np.zeros(1, np.float32))
+        )
+
+    def stabilize(self, z: str, epsilon: float) -> str:
+        """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser)."""
+        signed = self.op("Where", [self.op("GreaterOrEqual", [z, self.const(0.0)]),
+                                   self.const(epsilon), self.const(-epsilon)])
+        return self.add(z, signed)
+
+    def safe_divide(self, numerator: str, denominator: str, epsilon: float) -> str:
+        """numerator / stabilize(denominator); with epsilon = 0, x / 0 is taken as 0."""
+        if epsilon > 0:
+            return self.div(numerator, self.stabilize(denominator, epsilon))
+        is_zero = self.op("Equal", [denominator, self.const(0.0)])
+        ones = self.op("Where", [is_zero, self.const(1.0), denominator])
+        return self.op("Where", [is_zero, self.const(0.0), self.div(numerator, ones)])
+
+    def reduce_sum_to(self, x: str, x_shape: tuple, target_shape: tuple) -> str:
+        """Sum ``x`` over the axes along which ``target_shape`` was broadcast to ``x_shape``."""
+        if tuple(x_shape) == tuple(target_shape):
+            return x
+        rank = len(x_shape)
+        padded = (1,) * (rank - len(target_shape)) + tuple(target_shape)
+        axes = [i for i, (a, t) in enumerate(zip(x_shape, padded)) if t == 1 and a != 1]
+        out = self.op("ReduceSum", [x, self.ints(axes)], keepdims=1) if axes else x
+        if len(target_shape) != rank:
+            out = self.op("Reshape", [out, self.ints(list(target_shape))])
+        return out

@@ -1,0 +1,189 @@
+"""Compile a model and a composite into one self-contained explainer ONNX model.
+
+The explainer keeps the model's forward nodes and appends the relevance pass:
+
+* inputs: the model input, and ``target`` (int64, shape [N]; -1 = explain the predicted class),
+* outputs: ``logits`` (the explained scores, before any final Softmax), ``targets`` (the
+  classes explained) and ``relevance`` (shaped like the model input).
+
+Relevance starts as ``R = logits * onehot(target)`` and crosses the graph backwards,
+one step (linear layer or node) at a time, in reverse topological order; where a
+value feeds several nodes, their relevances add up.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .builder import Builder
+from .composite import Composite, get_composite, needs_bounds
+from .errors import ConfigError, ModelError
+from .graph import Graph
+from .loading import load_model, model_digest
+from .ops import Context
+from .plan import Plan, Step, make_plan
+
+OUTPUT_NAMES = ("logits", "targets", "relevance")
+TARGET_INPUT = "target"
+#: name prefix of the per-step relevance sums emitted with ``layer_sums=True``
+SUM_PREFIX = "relevance_sum/"
+
+
+@dataclass
+class Explainer:
+    """A compiled explainer: the ONNX model and the plan it came from."""
+
+    model: onnx.ModelProto
+    plan: Plan
+    input_name: str
+    source_digest: str
+    layer_sums: list[tuple[str, str, str]]  # (step name, output name of the sum entering, ... leaving)
+
+    def save(self, path) -> None:
+        onnx.save_model(self.model, str(path))
+
+
+def plan_model(model, composite="epsilon", *, epsilon=None, gamma=None, bounds=None, output=None) -> Plan:
+    """The plan for ``model`` without compiling it (for ``lrp-onnx check``)."""
+    proto = load_model(model)
+    comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
+    return make_plan(Graph.from_model(proto, output), comp)
+
+
+def compile_explainer(
+    model,
+    composite: str | Composite = "epsilon",
+    *,
+    epsilon: float | None = None,
+    gamma: float | None = None,
+    bounds: tuple | None = None,
+    output: str | None = None,
+    layer_sums: bool = False,
+) -> Explainer:
+    """Compile ``model`` (path or ModelProto) into an explainer model.
+
+    ``layer_sums=True`` adds outputs with each step's relevance sum per sample, for the
+    conservation report (:func:`lrp_onnx.lrp_graph.conservation_report`).
+    """
+    proto = load_model(model)
+    digest = model_digest(proto)
+    comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
+    if needs_bounds(comp):
+        raise ConfigError(f"composite '{comp.name}' uses the z-box rule: give the input bounds (--bounds LOW HIGH)")
+    graph = Graph.from_model(proto, output)
+    plan = make_plan(graph, comp)
+    plan.raise_for_problems()
+    sums = _emit(plan, layer_sums)
+    _finish_model(plan, comp)
+    onnx.checker.check_model(plan.graph.model)
+    return Explainer(plan.graph.model, plan, graph.input_name, digest, sums)
+
+
+def _emit(plan: Plan, layer_sums: bool) -> list[tuple[str, str, str]]:
+    graph = plan.graph
+    g = graph.model.graph
+    taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
+    taken |= {i.name for i in g.input} | {o.name for o in g.output}
+    clash = [n for n in OUTPUT_NAMES if n in taken and n != plan.logits]
+    if clash:
+        raise ModelError(f"the model already uses the value name(s) {clash}, reserved for the explainer's outputs")
+    b = Builder(prefix="lrp", taken=taken)
+    ctx = Context(graph=graph, b=b)
+
+    target = _target(b, plan)
+    relevance: dict[str, list[str]] = {plan.logits: [b.mul(plan.logits, _one_hot(b, plan, target))]}
+    sums: list[tuple[str, str, str]] = []
+    for step in reversed(plan.steps):
+        incoming = [_collect(b, relevance, out) for out in step.outputs]
+        if all(r is None for r in incoming):
+            continue
+        b.scope = f"{step.name}/"
+        contributions = _backward(ctx, step, incoming, plan)
+        b.scope = ""
+        for name, r in contributions:
+            relevance.setdefault(name, []).append(r)
+        if layer_sums:
+            sums.append((step.name, _sample_sum(b, b.sum([r for r in incoming if r is not None]), f"{len(sums)}/in"),
+                         _sample_sum(b, b.sum([r for _, r in contributions]), f"{len(sums)}/out")))
+    result = _collect(b, relevance, graph.input_name)
+    if result is None:
+        result = b.zeros_like(graph.input_name)
+
+    g.node.extend(b.nodes)
+    g.initializer.extend(b.initializers)
+    g.node.append(helper.make_node("Identity", [result], ["relevance"], name="lrp/output_relevance"))
+    if plan.logits != "logits":
+        g.node.append(helper.make_node("Identity", [plan.logits], ["logits"], name="lrp/output_logits"))
+    g.node.append(helper.make_node("Identity", [target], ["targets"], name="lrp/output_targets"))
+    _set_outputs(plan, sums)
+    return sums
+
+
+def _target(b: Builder, plan: Plan) -> str:
+    graph = plan.graph
+    g = graph.model.graph
+    g.input.append(helper.make_tensor_value_info(TARGET_INPUT, TensorProto.INT64, ["N"]))
+    predicted = b.op("ArgMax", [plan.logits], axis=1, keepdims=0)
+    explicit = b.op("Less", [TARGET_INPUT, b.const(0, dtype=np.int64)])
+    return b.op("Where", [explicit, predicted, TARGET_INPUT], hint="target")
+
+
+def _one_hot(b: Builder, plan: Plan, target: str) -> str:
+    classes = plan.graph.shape(plan.logits)[1]
+    return b.op("OneHot", [target, b.const([classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
+
+
+def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | None:
+    parts = relevance.pop(name, None)
+    if not parts:
+        return None
+    total = b.sum(parts)
+    relevance[name] = [total]
+    return total
+
+
+def _backward(ctx: Context, step: Step, incoming: list[str | None], plan: Plan):
+    if step.layer is not None:
+        layer = step.layer
+        nonneg = layer.x in plan.nonnegative
+        return [(layer.x, step.rule.relevance(ctx.b, layer, layer.x, incoming[0], nonnegative=nonneg))]
+    return step.handler.backward(ctx, step.nodes[0], incoming, step.rule)
+
+
+def _sample_sum(b: Builder, value: str, hint: str) -> str:
+    flat = b.op("Flatten", [value], axis=1)
+    return b.op("ReduceSum", [flat, b.ints([1])], keepdims=0, hint=f"sum{hint.replace('/', '_')}")
+
+
+def _set_outputs(plan: Plan, sums) -> None:
+    graph = plan.graph
+    g = graph.model.graph
+    classes = graph.shape(plan.logits)[1]
+    input_type = next(i for i in g.input if i.name == graph.input_name).type
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
+    g.output.append(helper.make_tensor_value_info("targets", TensorProto.INT64, ["N"]))
+    relevance = helper.make_tensor_value_info("relevance", TensorProto.FLOAT, None)
+    relevance.type.CopyFrom(input_type)
+    g.output.append(relevance)
+    for k, (_, s_in, s_out) in enumerate(sums):
+        for name, which in ((s_in, "in"), (s_out, "out")):
+            out_name = f"{SUM_PREFIX}{k}/{which}"
+            g.node.append(helper.make_node("Identity", [name], [out_name], name=f"lrp/{out_name}"))
+            g.output.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N"]))
+    # value_info from shape inference of the source no longer needed; keep the graph lean
+    del g.value_info[:]
+
+
+def _finish_model(plan: Plan, composite: Composite) -> None:
+    model = plan.graph.model
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["lrp_onnx.explainer"] = json.dumps({"composite": composite.model_dump(mode="json")})
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "lrp-onnx"

@@ -1,0 +1,361 @@
+"""Linear layers as LRP sees them: ``z = f(x; W, b)`` with constant ``W`` and ``b``.
+
+A layer is a linear head node (Conv, Gemm, MatMul with a constant operand) plus
+the constant affine nodes that follow it and fold into it (BatchNormalization,
+Add/Sub of a bias, Mul/Div by a per-channel scale), as Zennit's canonizers merge
+BatchNorm into the preceding layer. Affine nodes with no linear head form a
+:class:`DiagonalLayer` (``z = a * x + c``, a per-channel linear layer).
+
+Each layer emits two ONNX computations that rules combine:
+
+* ``forward(b, x, W, bias)`` -- the layer with (possibly modified) parameters,
+* ``gradient(b, s, W)`` -- the transposed map ``W^T s``, shaped like the input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .builder import Builder
+from .errors import ModelError
+from .graph import Graph
+
+LINEAR_HEADS = ("Conv", "Gemm", "MatMul")
+AFFINE_TAILS = ("BatchNormalization", "Add", "Sub", "Mul", "Div")
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+@dataclass
+class Layer:
+    """A linear layer: input ``x``, output ``z``, parameters ``weight`` and ``bias``."""
+
+    nodes: list[onnx.NodeProto]
+    x: str
+    z: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    index: int = -1  # position among the headed linear layers, graph order from the input
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def head(self) -> onnx.NodeProto:
+        return self.nodes[0]
+
+    @property
+    def op_type(self) -> str:
+        return self.head.op_type
+
+    @property
+    def name(self) -> str:
+        return self.head.name or self.z
+
+    x_sample_shape: tuple = ()  # input shape without the batch axis
+
+    # which axis of the weight / of z holds the output units
+    out_axis_weight: ClassVar[int] = 0
+    out_axis_z: ClassVar[int] = 1
+
+    def forward(self, b: Builder, x: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
+        raise NotImplementedError
+
+    def gradient(self, b: Builder, s: str, weight: np.ndarray) -> str:
+        raise NotImplementedError
+
+    # -- folding of affine tails -----------------------------------------------------------------
+    def fold_scale_shift(self, scale: np.ndarray, shift: np.ndarray | None, z_rank: int) -> bool:
+        """Fold ``z' = scale * z + shift`` into the parameters; False if ``scale`` is not per unit."""
+        per_unit = _per_unit(scale, z_rank, self.out_axis_z)
+        if per_unit is None:
+            return False
+        n_units = self.weight.shape[self.out_axis_weight]
+        if per_unit.size not in (1, n_units):
+            return False
+        shape = [1] * self.weight.ndim
+        shape[self.out_axis_weight] = -1
+        self.weight = (self.weight.astype(np.float64) * per_unit.reshape(shape)).astype(np.float32)
+        bias_scale = _unit_vector_to_z(per_unit, z_rank, self.out_axis_z)
+        bias = None if self.bias is None else self.bias.astype(np.float64) * bias_scale
+        if shift is not None:
+            bias = shift.astype(np.float64) if bias is None else bias + shift
+        self.bias = None if bias is None else _squeeze_leading(bias.astype(np.float32), z_rank)
+        return True
+
+
+def _squeeze_leading(array: np.ndarray, z_rank: int) -> np.ndarray:
+    """Drop a leading batch axis of size 1 from a constant broadcast against z."""
+    while array.ndim >= z_rank and array.ndim > 1 and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+def _per_unit(scale: np.ndarray, z_rank: int, axis: int) -> np.ndarray | None:
+    """The vector of per-unit factors if ``scale`` varies only along ``axis`` of z, else None."""
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim > z_rank:
+        return None
+    full = scale.reshape((1,) * (z_rank - scale.ndim) + scale.shape)
+    axis = axis % z_rank
+    for i, d in enumerate(full.shape):
+        if i != axis and d != 1:
+            return None
+    return full.reshape(-1)
+
+
+def _unit_vector_to_z(vector: np.ndarray, z_rank: int, axis: int) -> np.ndarray:
+    shape = [1] * z_rank
+    shape[axis % z_rank] = vector.size
+    return _squeeze_leading(vector.reshape(shape), z_rank)
+
+
+class ConvLayer(Layer):
+    """``Conv``: forward is the convolution, the gradient its transpose (ConvTranspose)."""
+
+    out_axis_weight = 0
+    out_axis_z = 1
+
+    def setup(self, graph: Graph) -> None:
+        attrs = _attrs(self.head)
+        x_shape, z_shape = graph.shape(self.x), graph.shape(self.head.output[0])
+        if x_shape is None or z_shape is None or any(d is None for d in x_shape[2:]) or any(
+            d is None for d in z_shape[2:]
+        ):
+            raise ModelError(f"Conv '{self.name}': spatial shapes must be static, got {x_shape} -> {z_shape}")
+        spatial = len(x_shape) - 2
+        kernel = list(self.weight.shape[2:])
+        strides = list(attrs.get("strides", [1] * spatial))
+        dilations = list(attrs.get("dilations", [1] * spatial))
+        pads = list(attrs.get("pads", [0] * (2 * spatial)))
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            pads = _same_pads(x_shape[2:], z_shape[2:], kernel, strides, dilations, auto_pad == "SAME_UPPER")
+        elif auto_pad == "VALID":
+            pads = [0] * (2 * spatial)
+        output_padding = []
+        for i in range(spatial):
+            size = (z_shape[2 + i] - 1) * strides[i] - pads[i] - pads[spatial + i] + dilations[i] * (kernel[i] - 1) + 1
+            output_padding.append(x_shape[2 + i] - size)
+        self.conv_attrs = dict(
+            kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads, group=attrs.get("group", 1)
+        )
+        self.output_padding = output_padding
+
+    def forward(self, b, x, weight, bias):
+        inputs = [x, b.const(weight, hint="w")]
+        extra = None
+        if bias is not None:
+            channels = weight.shape[0]
+            per_channel = bias.ndim == weight.ndim - 1 and bias.shape[0] == channels and bias.size == channels
+            if per_channel or bias.size == 1:
+                inputs.append(b.const(np.broadcast_to(bias.reshape(-1), (channels,)), hint="b"))
+            else:
+                extra = bias
+        z = b.op("Conv", inputs, **self.conv_attrs)
+        return b.add(z, b.const(extra, hint="b")) if extra is not None else z
+
+    def gradient(self, b, s, weight):
+        attrs = dict(self.conv_attrs)
+        return b.op("ConvTranspose", [s, b.const(weight, hint="w")], output_padding=self.output_padding, **attrs)
+
+
+def _same_pads(in_sizes, out_sizes, kernel, strides, dilations, upper: bool) -> list[int]:
+    begins, ends = [], []
+    for i, (n, o) in enumerate(zip(in_sizes, out_sizes)):
+        total = max((o - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - n, 0)
+        small, large = total // 2, total - total // 2
+        begins.append(small if upper else large)
+        ends.append(large if upper else small)
+    return begins + ends
+
+
+class DenseLayer(Layer):
+    """``x @ W + b`` (Gemm, or MatMul with a constant right operand); ``W`` is (in, out)."""
+
+    out_axis_weight = -1
+    out_axis_z = -1
+
+    def forward(self, b, x, weight, bias):
+        z = b.op("MatMul", [x, b.const(weight, hint="w")])
+        return b.add(z, b.const(bias, hint="b")) if bias is not None else z
+
+    def gradient(self, b, s, weight):
+        return b.op("MatMul", [s, b.const(np.swapaxes(weight, -1, -2), hint="wt")])
+
+
+class LeftMatMulLayer(Layer):
+    """``W @ x + b`` (MatMul with a constant left operand); ``W`` is (out, in)."""
+
+    out_axis_weight = -2
+    out_axis_z = -2
+
+    def forward(self, b, x, weight, bias):
+        z = b.op("MatMul", [b.const(weight, hint="w"), x])
+        return b.add(z, b.const(bias, hint="b")) if bias is not None else z
+
+    def gradient(self, b, s, weight):
+        return b.op("MatMul", [b.const(np.swapaxes(weight, -1, -2), hint="wt"), s])
+
+
+class DiagonalLayer(Layer):
+    """``a * x + c`` elementwise with constants: a BatchNormalization with no linear layer
+    before it, or Mul/Div/Add/Sub by constants. ``weight`` is ``a`` (broadcast like x)."""
+
+    out_axis_weight = 0
+    out_axis_z = 1
+
+    def forward(self, b, x, weight, bias):
+        z = b.mul(x, b.const(weight, hint="a"))
+        return b.add(z, b.const(bias, hint="c")) if bias is not None else z
+
+    def gradient(self, b, s, weight):
+        return b.mul(s, b.const(weight, hint="a"))
+
+    def fold_scale_shift(self, scale, shift, z_rank):
+        scale = np.asarray(scale, dtype=np.float64)
+        self.weight = (self.weight.astype(np.float64) * scale).astype(np.float32)
+        bias = None if self.bias is None else self.bias.astype(np.float64) * scale
+        if shift is not None:
+            bias = shift.astype(np.float64) if bias is None else bias + shift
+        self.bias = None if bias is None else bias.astype(np.float32)
+        self.weight = _squeeze_leading(self.weight, z_rank)
+        if self.bias is not None:
+            self.bias = _squeeze_leading(self.bias, z_rank)
+        return True
+
+
+# -- recognising layers in a graph ---------------------------------------------------------------
+def affine_of(node: onnx.NodeProto, graph: Graph, carrier: str):
+    """``(scale, shift)`` if ``node`` computes ``scale * carrier + shift`` with constants, else None."""
+    op = node.op_type
+    if op == "BatchNormalization":
+        if node.input[0] != carrier or len([o for o in node.output if o]) > 1:
+            return None
+        if _attrs(node).get("training_mode", 0):
+            return None
+        params = [graph.const(n) for n in node.input[1:5]]
+        if any(p is None for p in params):
+            return None
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        eps = _attrs(node).get("epsilon", 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        shape = graph.shape(carrier)
+        rank = len(shape) if shape is not None else 2
+        per_channel = (-1,) + (1,) * (rank - 2)
+        return scale.reshape(per_channel), (beta - mean * scale).reshape(per_channel)
+    if op not in ("Add", "Sub", "Mul", "Div") or len(node.input) != 2:
+        return None
+    a, b = node.input
+    other = b if a == carrier else a
+    value = graph.const(other)
+    if value is None or (a == carrier and b == carrier):
+        return None
+    value = value.astype(np.float64)
+    if not _keeps_shape(graph, carrier, value):
+        return None
+    if op == "Add":
+        return np.ones(1), value
+    if op == "Sub":
+        return (np.ones(1), -value) if a == carrier else (-np.ones(1), value)
+    if op == "Mul":
+        return value, None
+    if a == carrier:  # Div
+        return 1.0 / value, None
+    return None
+
+
+def _keeps_shape(graph: Graph, carrier: str, value: np.ndarray) -> bool:
+    shape = graph.shape(carrier)
+    if shape is None:
+        return value.ndim == 0 or value.size == 1
+    if value.ndim > len(shape):
+        return False
+    padded = (1,) * (len(shape) - value.ndim) + value.shape
+    return all(v == 1 or v == s for v, s in zip(padded, shape))
+
+
+def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
+    """The layer headed by ``node`` if it is a linear operator with constant parameters."""
+    op = node.op_type
+    if op == "Conv":
+        weight = graph.const(node.input[1])
+        if weight is None or node.input[0] not in graph.carriers:
+            return None
+        bias = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        layer = ConvLayer([node], node.input[0], node.output[0], weight.astype(np.float32), bias)
+        if bias is not None:
+            layer.bias = bias.astype(np.float32).reshape(-1, *([1] * (weight.ndim - 2)))
+        layer.setup(graph)
+        return layer
+    if op == "Gemm":
+        attrs = _attrs(node)
+        b_value = graph.const(node.input[1])
+        if b_value is None or attrs.get("transA", 0) or node.input[0] not in graph.carriers:
+            return None
+        weight = b_value.T if attrs.get("transB", 0) else b_value
+        weight = weight.astype(np.float64) * attrs.get("alpha", 1.0)
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            c = graph.const(node.input[2])
+            if c is None:
+                return None
+            bias = (c.astype(np.float64) * attrs.get("beta", 1.0)).astype(np.float32)
+            bias = _squeeze_leading(bias, 2)
+        return DenseLayer([node], node.input[0], node.output[0], weight.astype(np.float32), bias)
+    if op == "MatMul":
+        left, right = graph.const(node.input[0]), graph.const(node.input[1])
+        if right is not None and left is None and node.input[0] in graph.carriers and right.ndim == 2:
+            return DenseLayer([node], node.input[0], node.output[0], right.astype(np.float32), None)
+        if left is not None and right is None and node.input[1] in graph.carriers and left.ndim == 2:
+            return LeftMatMulLayer([node], node.input[1], node.output[0], left.astype(np.float32), None)
+    return None
+
+
+def diagonal_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
+    """A standalone constant affine node as a per-channel linear layer."""
+    carriers = graph.carrier_inputs(node)
+    if len(carriers) != 1 or node.op_type not in AFFINE_TAILS:
+        return None
+    x = node.input[carriers[0]]
+    affine = affine_of(node, graph, x)
+    if affine is None:
+        return None
+    scale, shift = affine
+    shape = graph.shape(x)
+    rank = len(shape) if shape is not None else max(np.ndim(scale), 1)
+    layer = DiagonalLayer([node], x, node.output[0], np.ones(1, np.float32), None)
+    layer.fold_scale_shift(scale, shift, rank)
+    return layer
+
+
+def absorb_tails(layer: Layer, graph: Graph) -> Layer:
+    """Fold the constant affine nodes that follow ``layer`` into its parameters."""
+    while True:
+        nxt = graph.only_consumer(layer.z)
+        if nxt is None or nxt.op_type not in AFFINE_TAILS:
+            return layer
+        affine = affine_of(nxt, graph, layer.z)
+        if affine is None:
+            return layer
+        shape = graph.shape(layer.z)
+        rank = len(shape) if shape is not None else 2
+        if not layer.fold_scale_shift(affine[0], affine[1], rank):
+            return layer
+        layer.nodes.append(nxt)
+        layer.z = nxt.output[0]
+
+
+def fan_in(layer: Layer) -> int:
+    """Number of inputs feeding one output unit (for reporting)."""
+    if isinstance(layer, ConvLayer):
+        return int(math.prod(layer.weight.shape[1:]))
+    if isinstance(layer, DiagonalLayer):
+        return 1
+    return int(layer.weight.shape[-2] if isinstance(layer, DenseLayer) else layer.weight.shape[-1])

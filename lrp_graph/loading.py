@@ -1,0 +1,130 @@
+"""Reading ONNX models safely: existence, format, external data, opset, shapes.
+
+Every failure is a :class:`ModelError` with a one-line message naming the file and
+the problem, so the CLI can report it without a traceback.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper, shape_inference, version_converter
+
+from .errors import ModelError
+
+#: Opset the compiler works in. Older models are converted up to it; newer ones
+#: (19-21) keep their opset, whose operator forms we use are the same.
+TARGET_OPSET = 18
+MIN_OPSET, MAX_OPSET = 11, 21
+
+
+def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Load, validate and normalise a model: external data, opset >= 18, shapes inferred."""
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        where = "<in-memory model>"
+    else:
+        proto = _read_file(Path(model))
+        where = str(model)
+    _check_structure(proto, where)
+    proto = _normalise_opset(proto, where)
+    try:
+        proto = shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # onnx raises several types here
+        raise ModelError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+    return proto
+
+
+def model_digest(proto: onnx.ModelProto) -> str:
+    """A content hash of the model, used as a cache key for compiled explainers."""
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _read_file(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not an ONNX file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not proto.graph.node and not proto.graph.input:
+        raise ModelError(f"{path}: not an ONNX model (empty or not a ModelProto)")
+    _load_external_data(proto, path)
+    return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Load tensors stored beside the model, refusing paths that leave its folder."""
+    base = path.resolve().parent
+    for tensor in external_data_helper._get_all_tensors(proto):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        target = (base / info.location).resolve()
+        if os.path.isabs(info.location) or not target.is_relative_to(base):
+            raise ModelError(
+                f"{path}: external data of tensor '{tensor.name}' points outside the model's folder "
+                f"({info.location})"
+            )
+        if not target.is_file():
+            raise ModelError(f"{path}: external data file '{info.location}' of tensor '{tensor.name}' is missing")
+        size = target.stat().st_size
+        end = (info.offset or 0) + (info.length or 0)
+        if info.length is not None and end > size:
+            raise ModelError(f"{path}: external data file '{info.location}' is truncated")
+    try:
+        external_data_helper.load_external_data_for_model(proto, str(base))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read external data ({_first_line(exc)})") from None
+
+
+def _check_structure(proto: onnx.ModelProto, where: str) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except Exception as exc:
+        raise ModelError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+    opset = default_opset(proto)
+    if opset is None:
+        raise ModelError(f"{where}: model imports no default ('ai.onnx') opset")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(f"{where}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})")
+    foreign = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        names = [f"{n.op_type} ({n.name or '?'})" for n in proto.graph.node if n.domain in foreign]
+        raise ModelError(f"{where}: nodes of custom operator domains are not supported: {', '.join(names[:5])}")
+    if len(proto.graph.input) - _initializer_inputs(proto) < 1:
+        raise ModelError(f"{where}: model has no input")
+
+
+def _initializer_inputs(proto: onnx.ModelProto) -> int:
+    inits = {t.name for t in proto.graph.initializer}
+    return sum(1 for i in proto.graph.input if i.name in inits)
+
+
+def default_opset(proto: onnx.ModelProto) -> int | None:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return None
+
+
+def _normalise_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    if default_opset(proto) >= TARGET_OPSET:
+        return proto
+    try:
+        converted = version_converter.convert_version(proto, TARGET_OPSET)
+    except Exception as exc:
+        raise ModelError(
+            f"{where}: cannot convert opset {default_opset(proto)} to {TARGET_OPSET}: {_first_line(exc)}"
+        ) from None
+    return converted
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,666 @@
+"""An offline speech corpus from Debian's synthesizers, in the AudioMNIST layout.
+
+AudioMNIST and VoxCeleb cannot be downloaded everywhere, so ``lrp-onnx data synth``
+stands in with pseudo-speakers built on *base voices*: espeak-ng driving MBROLA
+databases (each recorded from one real speaker), flite (CMU ARCTIC speakers), pico and
+espeak-ng's rule-based formant voices. Each pseudo-speaker draws its own pitch,
+speaking rate, formant scale, microphone band, room reverb and noise level; each
+utterance jitters pitch and rate, start offset, gain and noise. Every random number
+comes from ``numpy.random.default_rng([seed, ...])`` keyed by what it belongs to, so
+a corpus is identical for a seed whatever ``--jobs`` is and however often it resumes.
+
+Gender is verified, not taken from package descriptions: before generating, every
+base voice's *natural* median F0 is measured (MBROLA: the database with espeak's
+intonation stripped; others: default settings) and a voice whose F0 contradicts its
+gender in :data:`BASE_VOICES` (threshold :data:`GENDER_F0_THRESHOLD_HZ`) is left out.
+The measured values go to ``synth_manifest.json``.
+
+The synthesizers are installed by ``scripts/install-speech-deps.sh``; this module
+only runs them. Audio made from MBROLA databases must not be redistributed
+(non-commercial licence): generate it where it is needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import scipy.signal
+import soundfile
+
+from lrp_onnx.lrp_graph.errors import ConfigError, InputError
+from lrp_onnx.models.data import GENDER_LABELS, MANIFEST_FILE, META_FILE
+from lrp_onnx.runtime.audio import atomic_path, resample, write_wav
+
+__all__ = [
+    "BaseVoice",
+    "BASE_VOICES",
+    "SpeakerParams",
+    "CorpusSettings",
+    "available_voices",
+    "synthesize",
+    "median_f0",
+    "verify_voices",
+    "plan_speakers",
+    "render_utterance",
+    "generate_corpus",
+    "DIGIT_WORDS",
+    "GENDER_F0_THRESHOLD_HZ",
+]
+
+Engine = Literal["mbrola", "espeak", "flite", "pico"]
+Kind = Literal["digits", "speaker"]
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: A base voice whose natural median F0 lies above this is female, below male.
+GENDER_F0_THRESHOLD_HZ = 145.0
+#: Pseudo-speaker F0 targets (Hz), uniform per gender; utterances jitter them by +-8 %.
+F0_RANGE = {"female": (165.0, 235.0), "male": (88.0, 135.0)}
+WORK_RATE = 16000  # engines' output is resampled to this before the voice effects
+CALIBRATION_TEXT = "zero one two three four five six seven eight nine"
+MBROLA_DIR = Path("/usr/share/mbrola")
+
+
+@dataclass(frozen=True)
+class BaseVoice:
+    """A synthesizer voice. ``name`` is ``engine:voice``; ``gender`` is the expected one
+    (checked by :func:`verify_voices`); ``pitch_knob`` says whether the engine can set F0."""
+
+    engine: Engine
+    voice: str
+    gender: Literal["male", "female"]
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}:{self.voice}"
+
+    @property
+    def espeak_voice(self) -> str:
+        if self.engine == "mbrola":  # English text through a foreign database: mb-XX-en
+            return f"mb-{self.voice}" if self.voice in ("us1", "us2", "us3", "en1") else f"mb-{self.voice}-en"
+        return f"en-us+{self.voice}"
+
+    @property
+    def pitch_knob(self) -> bool:
+        return not (self.engine == "flite" and self.voice != "slt")
+
+
+def _voices(engine: Engine, gender: str, names: str) -> list[BaseVoice]:
+    return [BaseVoice(engine, v, gender) for v in names.split()]  # type: ignore[arg-type]
+
+
+#: Base voices and their gender (speech-corpus notes; MBROLA hu1 and us1 are female
+#: although Debian's description / us1's README say male: the F0 check confirms it).
+BASE_VOICES: tuple[BaseVoice, ...] = tuple(
+    _voices("mbrola", "female", "us1 de1 de3 de5 fr4 sw2 pl1 hu1")
+    + _voices("mbrola", "male", "us2 us3 en1 de2 de4 de6 fr1 sw1 nl2 ro1 gr2 af1")
+    + _voices("flite", "female", "slt")
+    + _voices("flite", "male", "kal16 awb rms")
+    + _voices("pico", "female", "en-US en-GB")
+    + _voices("espeak", "female", "f1 f2 f3 f4 f5")
+    + _voices("espeak", "male", "m1 m2 m3 m4 m5 m6 m7")
+)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def available_voices(voices: Sequence[BaseVoice] = BASE_VOICES) -> list[BaseVoice]:
+    """The voices whose engine (and MBROLA database) is installed here."""
+    have = {tool: shutil.which(tool) is not None for tool in ("espeak-ng", "mbrola", "flite", "pico2wave")}
+    result = []
+    for v in voices:
+        if v.engine == "espeak" and have["espeak-ng"]:
+            result.append(v)
+        elif v.engine == "mbrola" and have["espeak-ng"] and have["mbrola"] and (MBROLA_DIR / v.voice / v.voice).exists():
+            result.append(v)
+        elif v.engine == "flite" and have["flite"]:
+            result.append(v)
+        elif v.engine == "pico" and have["pico2wave"]:
+            result.append(v)
+    return result
+
+
+def synthesize(voice: BaseVoice, text: str, *, pitch: float | None = None, rate: float = 1.0) -> tuple[np.ndarray, int]:
+    """Run the engine: (mono float32 wave, sample rate) for ``text``.
+
+    ``pitch`` is the engine's own pitch knob (None: its default): espeak-ng ``-p``
+    (0..99), flite ``int_f0_target_mean`` (Hz, voice slt only), pico ``<pitch
+    level>`` (percent). ``rate`` scales the speaking rate (1 = default).
+    """
+    with tempfile.TemporaryDirectory(prefix="lrp-synth-") as tmp:
+        out = Path(tmp) / "out.wav"
+        if voice.engine in ("mbrola", "espeak"):
+            cmd = ["espeak-ng", "-v", voice.espeak_voice, "-s", str(int(round(175 * rate))), "-w", str(out)]
+            if pitch is not None:
+                cmd += ["-p", str(int(round(np.clip(pitch, 0, 99))))]
+            _run(cmd + [text], voice)
+        elif voice.engine == "flite":
+            cmd = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={1.0 / rate:.4f}"]
+            if pitch is not None and voice.pitch_knob:
+                cmd += ["--setf", f"int_f0_target_mean={pitch:.2f}"]
+            _run(cmd + ["-t", text, "-o", str(out)], voice)
+        elif voice.engine == "pico":
+            markup = f'<speed level="{int(round(100 * rate))}">{text}</speed>'
+            if pitch is not None:
+                markup = f'<pitch level="{int(round(np.clip(pitch, 50, 200)))}">{markup}</pitch>'
+            _run(["pico2wave", "-l", voice.voice, "-w", str(out), markup], voice)
+        else:  # pragma: no cover - guarded by the BaseVoice type
+            raise ConfigError(f"unknown engine {voice.engine}")
+        wave, sr = soundfile.read(str(out), dtype="float32", always_2d=True)
+    return wave.mean(axis=1), int(sr)
+
+
+def _run(cmd: list[str], voice: BaseVoice, stdin: bytes | None = None) -> bytes:
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise ConfigError(f"{cmd[0]} is not installed (run scripts/install-speech-deps.sh)") from None
+    if done.returncode != 0:
+        msg = " ".join(done.stderr.decode(errors="replace").split())[:200]
+        raise ConfigError(f"{voice.name}: {cmd[0]} failed ({msg or 'exit code %d' % done.returncode})")
+    return done.stdout
+
+
+def _mbrola_flat(voice: BaseVoice, text: str) -> tuple[np.ndarray, int]:
+    """The MBROLA database speaking ``text`` without espeak's intonation (its own pitch)."""
+    pho = _run(["espeak-ng", "-v", voice.espeak_voice, "-q", "--pho", text], voice).decode()
+    flat = "\n".join(" ".join(line.split()[:2]) if line.strip() and not line.startswith(";") else line
+                     for line in pho.splitlines())
+    with tempfile.TemporaryDirectory(prefix="lrp-synth-") as tmp:
+        pho_path, out = Path(tmp) / "flat.pho", Path(tmp) / "flat.wav"
+        pho_path.write_text(flat + "\n")
+        _run(["mbrola", "-e", str(MBROLA_DIR / voice.voice / voice.voice), str(pho_path), str(out)], voice)
+        wave, sr = soundfile.read(str(out), dtype="float32")
+    return wave, int(sr)
+
+
+def _sox_pitch(wave: np.ndarray, sr: int, cents: float) -> np.ndarray:
+    """Shift pitch by ``cents`` keeping duration and (roughly) formants: sox's WSOLA ``pitch`` effect."""
+    if abs(cents) < 1:
+        return wave
+    with tempfile.TemporaryDirectory(prefix="lrp-synth-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        soundfile.write(str(src), wave, sr, subtype="FLOAT")
+        voice = BaseVoice("flite", "sox", "male")
+        _run(["sox", "-D", str(src), str(dst), "pitch", f"{cents:.1f}"], voice)
+        shifted, _ = soundfile.read(str(dst), dtype="float32")
+    return shifted
+
+
+# --------------------------------------------------------------------------- F0
+
+
+def median_f0(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 400.0) -> float:
+    """Median fundamental frequency (Hz) over voiced frames, YIN (de Cheveigné & Kawahara 2002).
+
+    40 ms frames, 10 ms hop. Per frame the cumulative mean normalised difference
+    ``d'(tau) = d(tau) / ((1/tau) sum_{j<=tau} d(j))`` of ``d(tau) = sum (x_t - x_{t+tau})^2``;
+    the period is the first ``tau`` in [sr/fmax, sr/fmin] where ``d'`` < 0.15 (refined
+    to its local minimum, parabolic interpolation). Frames quieter than -35 dB below the
+    loudest, or without such a dip, are unvoiced. NaN if none is voiced.
+    """
+    x = np.asarray(wave, dtype=np.float64)
+    frame, hop = int(0.04 * sample_rate), int(0.01 * sample_rate)
+    tau_min, tau_max = int(sample_rate / fmax), int(sample_rate / fmin)
+    if x.size < frame + tau_max:
+        return float("nan")
+    starts = np.arange(0, x.size - frame - tau_max, hop)
+    rms = np.array([np.sqrt(np.mean(x[s : s + frame] ** 2)) for s in starts])
+    loud = rms > rms.max() * 10 ** (-35 / 20)
+    f0s = []
+    for s in starts[loud]:
+        seg = x[s : s + frame + tau_max]
+        base = seg[:frame]
+        # d(tau) = sum base^2 + sum shifted^2 - 2 sum base * shifted
+        energy = np.cumsum(np.concatenate([[0.0], seg**2]))
+        shifted_energy = energy[frame : frame + tau_max + 1] - energy[: tau_max + 1]
+        n = 1 << int(np.ceil(np.log2(seg.size + frame)))
+        cross = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(base, n)), n)[: tau_max + 1]
+        d = energy[frame] + shifted_energy - 2 * cross
+        d[0] = 0.0
+        cumulative = np.cumsum(d[1:]) / np.arange(1, tau_max + 1)
+        dprime = np.ones(tau_max + 1)
+        dprime[1:] = d[1:] / np.maximum(cumulative, 1e-12)
+        below = np.nonzero(dprime[tau_min:] < 0.15)[0]
+        if below.size == 0:
+            continue
+        tau = tau_min + below[0]
+        while tau + 1 <= tau_max and dprime[tau + 1] < dprime[tau]:
+            tau += 1
+        if 0 < tau < tau_max:
+            a, b, c = dprime[tau - 1], dprime[tau], dprime[tau + 1]
+            denom = a - 2 * b + c
+            tau = tau + (0.5 * (a - c) / denom if denom > 0 else 0.0)
+        f0s.append(sample_rate / tau)
+    return float(np.median(f0s)) if f0s else float("nan")
+
+
+@dataclass(frozen=True)
+class VoiceCheck:
+    """What :func:`verify_voices` measured for one base voice."""
+
+    name: str
+    gender: str
+    natural_f0_hz: float
+    measured_gender: str
+    ok: bool
+    #: (knob value, median F0 Hz) pairs for setting a target F0; empty: no pitch knob
+    calibration: tuple[tuple[float, float], ...]
+
+
+_KNOB_POINTS = {"mbrola": (20.0, 80.0), "espeak": (20.0, 80.0), "flite": (120.0, 240.0), "pico": (70.0, 140.0)}
+
+
+def verify_voices(voices: Sequence[BaseVoice]) -> list[VoiceCheck]:
+    """Measure each voice's natural median F0, compare with its gender, and calibrate its pitch knob."""
+    checks = []
+    for voice in voices:
+        if voice.engine == "mbrola":
+            wave, sr = _mbrola_flat(voice, CALIBRATION_TEXT)
+        else:
+            wave, sr = synthesize(voice, CALIBRATION_TEXT)
+        f0 = median_f0(wave, sr)
+        measured = "female" if f0 > GENDER_F0_THRESHOLD_HZ else "male"
+        calibration: list[tuple[float, float]] = []
+        if voice.pitch_knob:
+            for knob in _KNOB_POINTS[voice.engine]:
+                calibration.append((knob, median_f0(*synthesize(voice, CALIBRATION_TEXT, pitch=knob))))
+        else:
+            calibration.append((float("nan"), median_f0(*synthesize(voice, CALIBRATION_TEXT))))
+        ok = bool(np.isfinite(f0)) and measured == voice.gender and all(np.isfinite(c[1]) for c in calibration)
+        checks.append(VoiceCheck(voice.name, voice.gender, round(f0, 1), measured, ok, tuple(calibration)))
+    return checks
+
+
+def _knob_for(check: dict, target_f0: float) -> float | None:
+    """Knob value giving ``target_f0``: log F0 linear in the knob between the calibration points."""
+    (k1, f1), (k2, f2) = check["calibration"][0], check["calibration"][-1]
+    if not np.isfinite(k1):
+        return None
+    return k1 + (np.log(target_f0) - np.log(f1)) * (k2 - k1) / (np.log(f2) - np.log(f1))
+
+
+# --------------------------------------------------------------------------- speakers
+
+
+@dataclass(frozen=True)
+class SpeakerParams:
+    """One pseudo-speaker: a base voice plus a fixed voice, channel and room."""
+
+    speaker: int
+    gender: str
+    base_voice: str
+    f0_hz: float           # target median F0
+    rate: float            # speaking rate factor
+    formant: float         # spectral envelope scale (resampling)
+    highpass_hz: float     # microphone band
+    lowpass_hz: float
+    reverb_rt60_s: float
+    reverb_mix: float
+    snr_db: float
+    noise: str             # "white" | "pink": the speaker's usual noise colour
+
+
+def _female_ids(n_speakers: int, n_female: int, rng: np.random.Generator) -> set[int]:
+    """AudioMNIST's female speaker numbers first (so the study's gender folds apply), then
+    others drawn at random, the study's male numbers only when nothing else is left."""
+    study_female = [12, 26, 28, 36, 43, 47, 52, 56, 57, 58, 59, 60]
+    study_male = {2, 7, 23, 25, 37, 38, 41, 44, 45, 48, 50, 53}
+    chosen = [s for s in study_female if s <= n_speakers][:n_female]
+    for pool in ([s for s in range(1, n_speakers + 1) if s not in chosen and s not in study_male],
+                 [s for s in sorted(study_male) if s <= n_speakers]):
+        extra = min(n_female - len(chosen), len(pool))
+        chosen += [pool[i] for i in sorted(rng.choice(len(pool), size=extra, replace=False))] if extra > 0 else []
+    return set(chosen)
+
+
+def plan_speakers(n_speakers: int, n_female: int, seed: int, voice_names: dict[str, list[str]]) -> list[SpeakerParams]:
+    """Pseudo-speakers 1..n: gender, base voice (rotated through the shuffled voices of that
+    gender), and per-speaker voice/channel parameters, all drawn from ``seed``."""
+    if not 0 <= n_female <= n_speakers or n_speakers < 1 or n_speakers > 99:
+        raise InputError(f"need 1 <= speakers <= 99 and 0 <= female <= speakers, got {n_speakers} and {n_female}")
+    for gender, count in (("female", n_female), ("male", n_speakers - n_female)):
+        if count and not voice_names.get(gender):
+            raise ConfigError(f"no verified {gender} base voice is installed (run scripts/install-speech-deps.sh)")
+    rng = np.random.default_rng([seed, 0])
+    females = _female_ids(n_speakers, n_female, rng)
+    order = {g: [voice_names[g][i] for i in rng.permutation(len(voice_names[g]))] for g in voice_names}
+    counters = {"female": 0, "male": 0}
+    speakers = []
+    for speaker in range(1, n_speakers + 1):
+        gender = "female" if speaker in females else "male"
+        voice = order[gender][counters[gender] % len(order[gender])]
+        counters[gender] += 1
+        r = np.random.default_rng([seed, 1, speaker])
+        speakers.append(SpeakerParams(
+            speaker=speaker,
+            gender=gender,
+            base_voice=voice,
+            f0_hz=round(float(r.uniform(*F0_RANGE[gender])), 2),
+            rate=round(float(r.uniform(0.85, 1.15)), 4),
+            formant=round(float(r.uniform(0.94, 1.06)), 4),
+            highpass_hz=round(float(r.uniform(60, 200)), 1),
+            lowpass_hz=round(float(r.uniform(5000, 7800)), 1),
+            reverb_rt60_s=round(float(r.uniform(0.1, 0.4)), 3),
+            reverb_mix=round(float(r.uniform(0.0, 0.3)), 3),
+            snr_db=round(float(r.uniform(15, 40)), 2),
+            noise=str(r.choice(["white", "pink"])),
+        ))
+    return speakers
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _trim(wave: np.ndarray, sr: int, threshold_db: float = -40.0) -> np.ndarray:
+    """Cut leading/trailing silence: 10 ms frames below ``threshold_db`` re the loudest frame."""
+    hop = sr // 100
+    n = wave.size // hop
+    if n == 0:
+        return wave
+    rms = np.sqrt(np.mean(wave[: n * hop].reshape(n, hop) ** 2, axis=1))
+    active = np.nonzero(rms > rms.max() * 10 ** (threshold_db / 20))[0]
+    if active.size == 0:
+        return wave[:0]
+    return wave[active[0] * hop : min(wave.size, (active[-1] + 1) * hop)]
+
+
+def _formant_shift(wave: np.ndarray, sr: int, factor: float, sr_out: int) -> np.ndarray:
+    """Scale every frequency (formants and F0) by ``factor`` and resample to ``sr_out``:
+    play the samples as if recorded at ``sr * factor`` (rounded to 100 Hz)."""
+    playback = int(round(sr * factor / 100.0)) * 100
+    return resample(wave, playback, sr_out) if playback != sr_out else wave.astype(np.float32)
+
+
+def _room(wave: np.ndarray, sr: int, rt60: float, mix: float, seed: Sequence[int]) -> np.ndarray:
+    """The speaker's room: an exponentially decaying noise impulse response (-60 dB after
+    ``rt60``; drawn from ``seed``, so fixed per speaker), mixed ``mix`` wet."""
+    if mix <= 0:
+        return wave
+    r = np.random.default_rng(list(seed))
+    t = np.arange(int(rt60 * sr)) / sr
+    ir = r.standard_normal(t.size) * np.exp(-6.9078 * t / rt60)
+    ir[0] = 0.0
+    wet = scipy.signal.fftconvolve(wave, ir)
+    wet *= np.sqrt(np.sum(wave**2) / max(np.sum(wet**2), 1e-20))
+    dry = np.concatenate([wave, np.zeros(wet.size - wave.size)])
+    return _trim((1 - mix) * dry + mix * wet, sr, -50.0)
+
+
+def _noise(n: int, colour: str, r: np.random.Generator) -> np.ndarray:
+    white = r.standard_normal(n)
+    if colour == "white":
+        return white
+    spectrum = np.fft.rfft(white)
+    spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))  # 1/f power
+    spectrum[0] = 0.0
+    return np.fft.irfft(spectrum, n)
+
+
+def render_utterance(
+    speaker: SpeakerParams,
+    check: dict,
+    text: str,
+    seed: Sequence[int],
+    sample_rate: int,
+    max_seconds: float,
+) -> np.ndarray:
+    """One utterance of ``speaker`` saying ``text``, float32 at ``sample_rate``, at most ``max_seconds`` long.
+
+    Pipeline: engine at jittered pitch/rate (compensated for the formant scale) ->
+    trim -> (pitch shift by sox for voices without a pitch knob) -> formant scale ->
+    microphone band (2nd-order Butterworth high-pass, 4th-order low-pass) -> room ->
+    start offset 0-120 ms -> gain -12..-1 dB peak -> noise at the speaker's SNR +-5 dB.
+    Too long: the engine is asked to speak faster (up to 4 tries), then cut with a fade.
+    """
+    r = np.random.default_rng(list(seed))
+    voice = _voice_by_name(speaker.base_voice)
+    f0 = speaker.f0_hz * r.uniform(0.92, 1.08)
+    rate = speaker.rate * r.uniform(0.92, 1.08)
+    offset = int(r.uniform(0.0, 0.12) * sample_rate)
+    gain_db = r.uniform(-12.0, -1.0)
+    snr_db = speaker.snr_db + r.uniform(-5.0, 5.0)
+    colour = speaker.noise if r.uniform() < 0.8 else ("pink" if speaker.noise == "white" else "white")
+    limit = int(max_seconds * sample_rate) - offset
+    knob = _knob_for(check, f0 / speaker.formant)
+    for _ in range(4):
+        raw, sr = synthesize(voice, text, pitch=knob, rate=rate / speaker.formant)
+        wave = _trim(resample(raw, sr, WORK_RATE), WORK_RATE)
+        if knob is None:  # no pitch knob: shift the natural F0 (calibration[0][1]) to the target
+            natural = check["calibration"][0][1]
+            wave = _sox_pitch(wave, WORK_RATE, 1200 * np.log2(f0 / speaker.formant / natural))
+        wave = _formant_shift(wave, WORK_RATE, speaker.formant, sample_rate).astype(np.float64)
+        nyquist = sample_rate / 2
+        sos = scipy.signal.butter(2, speaker.highpass_hz, "highpass", fs=sample_rate, output="sos")
+        wave = scipy.signal.sosfilt(sos, wave)
+        if speaker.lowpass_hz < 0.95 * nyquist:
+            wave = scipy.signal.sosfilt(scipy.signal.butter(4, speaker.lowpass_hz, "lowpass", fs=sample_rate, output="sos"), wave)
+        wave = _room(wave, sample_rate, speaker.reverb_rt60_s, speaker.reverb_mix, [seed[0], 6, speaker.speaker])
+        if wave.size <= limit:
+            break
+        rate *= wave.size / limit * 1.03
+    if wave.size > limit:
+        fade = min(wave.size, sample_rate // 50)
+        wave = wave[:limit]
+        wave[-fade:] *= np.linspace(1.0, 0.0, fade)
+    speech_power = np.mean(wave**2)
+    wave = np.concatenate([np.zeros(offset), wave])
+    noise = _noise(wave.size, colour, r)
+    noise *= np.sqrt(speech_power / np.mean(noise**2) * 10 ** (-snr_db / 10))
+    wave = wave + noise
+    wave *= 10 ** (gain_db / 20) / max(np.max(np.abs(wave)), 1e-9)
+    return wave.astype(np.float32)
+
+
+_VOICES_BY_NAME = {v.name: v for v in BASE_VOICES}
+
+
+def _voice_by_name(name: str) -> BaseVoice:
+    try:
+        return _VOICES_BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown base voice {name!r}") from None
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """Everything that determines a corpus (stored in the manifest; a resume must match it)."""
+
+    kind: Kind = "digits"
+    speakers: int = 60
+    female: int = 12
+    reps: int = 50           # digits: repetitions per digit; speaker: utterances per speaker
+    seed: int = 0
+    sample_rate: int = 16000
+    max_seconds: float = 1.0  # digits 1.0 (AudioMNIST window), speaker 2.0 (log-mel window)
+    voices: tuple[str, ...] | None = None  # restrict base voices: names ("espeak:f1") or engines ("flite")
+
+    def select(self, voices: Sequence[BaseVoice]) -> list[BaseVoice]:
+        """The base voices this corpus may use, from ``voices`` (the installed ones)."""
+        if not self.voices:
+            return list(voices)
+        known = {v.name for v in BASE_VOICES} | {v.engine for v in BASE_VOICES}
+        unknown = sorted(set(self.voices) - known)
+        if unknown:
+            raise ConfigError(f"unknown base voice or engine {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return [v for v in voices if v.name in self.voices or v.engine in self.voices]
+
+
+def _speaker_text(seed: int, speaker: int, utterance: int) -> str:
+    r = np.random.default_rng([seed, 3, speaker, utterance])
+    return " ".join(DIGIT_WORDS[d] for d in r.integers(0, 10, size=int(r.integers(3, 6))))
+
+
+def _tasks(settings: CorpusSettings, speakers: list[SpeakerParams], root: Path) -> list[tuple]:
+    tasks = []
+    for sp in speakers:
+        folder = root / f"{sp.speaker:02d}"
+        if settings.kind == "digits":
+            for digit in range(10):
+                for rep in range(settings.reps):
+                    tasks.append((folder / f"{digit}_{sp.speaker:02d}_{rep}.wav", sp, DIGIT_WORDS[digit],
+                                  (settings.seed, 2, sp.speaker, digit, rep)))
+        else:
+            for u in range(settings.reps):
+                tasks.append((folder / f"{sp.speaker:02d}_{u}.wav", sp, _speaker_text(settings.seed, sp.speaker, u),
+                              (settings.seed, 4, sp.speaker, u)))
+    return tasks
+
+
+_WORKER_STATE: dict = {}
+
+
+def _init_worker(checks: dict, settings: CorpusSettings) -> None:
+    _WORKER_STATE.update(checks=checks, settings=settings)
+
+
+def _render_task(task: tuple) -> tuple[str, str]:
+    path, sp, text, seed = task
+    settings: CorpusSettings = _WORKER_STATE["settings"]
+    check = _WORKER_STATE["checks"][sp.base_voice]
+    wave = render_utterance(sp, check, text, seed, settings.sample_rate, settings.max_seconds)
+    write_wav(path, wave, settings.sample_rate)
+    return str(path), text
+
+
+def _speaker_f0(sp: SpeakerParams, check: dict, settings: CorpusSettings) -> float:
+    """Median F0 of a clean test utterance of the pseudo-speaker (no noise), for the manifest."""
+    seed = (settings.seed, 5, sp.speaker)
+    clean = SpeakerParams(**{**asdict(sp), "snr_db": 80.0, "reverb_mix": 0.0})
+    return round(median_f0(render_utterance(clean, check, CALIBRATION_TEXT, seed, settings.sample_rate, 30.0),
+                           settings.sample_rate), 1)
+
+
+def generate_corpus(
+    out_dir: str | Path,
+    settings: CorpusSettings,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Write (or complete) a corpus in ``out_dir``; returns the manifest.
+
+    Layout: ``NN/D_NN_R.wav`` (digits) or ``NN/NN_U.wav`` (speaker), plus
+    ``audioMNIST_meta.txt`` (genders) and ``synth_manifest.json`` (settings, verified
+    voices, pseudo-speakers; for the speaker corpus also each utterance's text).
+    Files already present are kept (every file is written atomically, so a present
+    file is complete): an interrupted run resumes where it stopped. The manifest is
+    written first, so a partly generated folder is already readable.
+    """
+    root = Path(out_dir)
+    manifest_path = root / MANIFEST_FILE
+    previous = _read_previous(manifest_path)
+    if previous is not None and {"voices": None, **previous.get("settings", {})} != json.loads(json.dumps(asdict(settings))):
+        raise InputError(f"{root} holds a corpus made with other settings {previous.get('settings')}; "
+                         "use another folder or the same options")
+    started = time.time()
+    if previous is not None:
+        checks = previous["voices"]
+        speakers = [SpeakerParams(**{k: v for k, v in s.items() if k != "measured_f0_hz"})
+                    for s in previous["speakers"].values()]
+        log(f"resuming the corpus in {root}")
+    else:
+        voices = settings.select(available_voices())
+        if not voices:
+            raise ConfigError("none of the requested speech synthesizers is installed "
+                              "(run scripts/install-speech-deps.sh)")
+        log(f"checking {len(voices)} base voices (natural F0 and pitch calibration) ...")
+        results = verify_voices(voices)
+        for c in results:
+            if not c.ok:
+                log(f"warning: leaving out {c.name}: natural median F0 {c.natural_f0_hz} Hz sounds "
+                    f"{c.measured_gender}, expected {c.gender}")
+        checks = {c.name: asdict(c) for c in results if c.ok}
+        names = {g: sorted(n for n, c in checks.items() if c["gender"] == g) for g in GENDER_LABELS}
+        speakers = plan_speakers(settings.speakers, settings.female, settings.seed, names)
+    if previous is not None:
+        speaker_entries = previous["speakers"]
+    else:
+        speaker_entries = {}
+        for sp in speakers:
+            measured = _speaker_f0(sp, checks[sp.base_voice], settings)
+            if (measured > GENDER_F0_THRESHOLD_HZ) != (sp.gender == "female"):
+                raise ConfigError(f"pseudo-speaker {sp.speaker:02d} ({sp.base_voice}) has median F0 {measured} Hz, "
+                                  f"which does not fit {sp.gender}: pitch calibration failed")
+            speaker_entries[f"{sp.speaker:02d}"] = {**asdict(sp), "measured_f0_hz": measured}
+    manifest = {
+        "format": "lrp-onnx-synth/1",
+        "settings": asdict(settings),
+        "voices": checks,
+        "excluded_voices": sorted(set(v.name for v in BASE_VOICES) - set(checks)),
+        "speakers": speaker_entries,
+    }
+    tasks = _tasks(settings, speakers, root)
+    if settings.kind == "speaker":
+        manifest["texts"] = {str(path.relative_to(root)): text for path, _, text, _ in tasks}
+    manifest["utterances"] = len(tasks)
+    _write_json(manifest_path, manifest)
+    meta = {f"{sp.speaker:02d}": {"gender": sp.gender, "synthetic": True, "base_voice": sp.base_voice} for sp in speakers}
+    _write_json(root / META_FILE, meta)
+    for sp in speakers:
+        folder = root / f"{sp.speaker:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink()
+    todo = [t for t in tasks if not t[0].exists()]
+    log(f"{len(tasks) - len(todo)} of {len(tasks)} utterances present; rendering {len(todo)} with {jobs} job(s)")
+    _render_all(todo, checks, settings, jobs, progress)
+    elapsed = time.time() - started
+    log(f"done: {len(tasks)} utterances, {len(speakers)} speakers in {root} ({elapsed:.0f} s)")
+    return manifest
+
+
+def _render_all(todo: list[tuple], checks: dict, settings: CorpusSettings, jobs: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="utt", disable=not progress, file=sys.stderr)
+    try:
+        if jobs <= 1 or len(todo) < 2:
+            _init_worker(checks, settings)
+            for task in todo:
+                _render_task(task)
+                bar.update()
+        else:
+            with get_context("fork" if sys.platform != "win32" else "spawn").Pool(
+                jobs, initializer=_init_worker, initargs=(checks, settings)
+            ) as pool:
+                for _ in pool.imap_unordered(_render_task, todo, chunksize=8):
+                    bar.update()
+    finally:
+        bar.close()
+
+
+def _read_previous(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: broken manifest ({exc}); delete the folder to start over") from None
+    if previous.get("format") != "lrp-onnx-synth/1":
+        raise InputError(f"{path}: not a manifest written by lrp-onnx data synth")
+    return previous
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,96 @@
+"""Audio input/output: read any recording soundfile understands, resample, write WAV.
+
+Numpy/scipy/soundfile only (no torch): the runtime turns recordings into model inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from math import gcd
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import scipy.signal
+import soundfile
+
+from lrp_onnx.lrp_graph.errors import InputError
+
+__all__ = ["load_audio", "resample", "write_wav", "atomic_path"]
+
+
+def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a recording as mono float32 in [-1, 1] and its sample rate.
+
+    Any container/codec libsndfile reads (WAV, FLAC, OGG, AIFF, MP3 where supported).
+    Several channels are averaged. Raises :class:`InputError` (one line) for a missing,
+    empty, non-audio or broken file, or one without samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a recording")
+    try:
+        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{path}: not a readable audio file ({reason})") from None
+    if data.shape[0] == 0:
+        raise InputError(f"{path}: recording has no samples")
+    wave = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(wave).all():
+        raise InputError(f"{path}: recording contains NaN or infinite samples")
+    return np.ascontiguousarray(wave, dtype=np.float32), int(sample_rate)
+
+
+def resample(wave: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    """Polyphase resampling by the rational factor ``sr_to / sr_from``.
+
+    ``scipy.signal.resample_poly(wave, up, down)`` with ``up/down = sr_to/sr_from``
+    reduced by their gcd (Kaiser-windowed FIR anti-aliasing filter). Output length
+    ``ceil(len(wave) * up / down)``; float32.
+    """
+    sr_from, sr_to = int(sr_from), int(sr_to)
+    if sr_from <= 0 or sr_to <= 0:
+        raise InputError(f"sample rates must be positive, got {sr_from} Hz -> {sr_to} Hz")
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise InputError(f"resample expects a 1-D mono signal, got shape {wave.shape}")
+    if sr_from == sr_to:
+        return wave.copy()
+    common = gcd(sr_from, sr_to)
+    up, down = sr_to // common, sr_from // common
+    return scipy.signal.resample_poly(wave, up, down).astype(np.float32)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write a mono (1-D) or multi-channel (samples x channels) WAV atomically.
+
+    Samples are clipped to [-1, 1] for integer subtypes. Returns the path written.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim not in (1, 2) or wave.shape[0] == 0:
+        raise InputError(f"{path}: cannot write audio of shape {wave.shape}")
+    if subtype.startswith("PCM"):
+        wave = np.clip(wave, -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        soundfile.write(str(tmp), wave, int(sample_rate), subtype=subtype, format="WAV")
+    return Path(path)

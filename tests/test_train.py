@@ -1,0 +1,153 @@
+"""`lrp-onnx train`: one epoch of each model on a tiny corpus, bit-exact --resume, bad checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lrp_onnx.lrp_graph.errors import InputError
+from lrp_onnx.models.dataset import load_waves, wave_set
+from lrp_onnx.models.train import load_checkpoint
+from lrp_onnx.runtime.cli import main
+
+
+def write_tone_corpus(root, *, kind="digits", speakers=8, digits=2, reps=2, sample_rate=8000, seed=0):
+    """A corpus in the layout `lrp-onnx data synth` writes: harmonic tones, low (male) or high (female)
+    pitch, one base voice per speaker; digits: NN/D_NN_R.wav (<= 0.6 s); speaker: NN/NN_U.wav (~2 s)."""
+    rng = np.random.default_rng(seed)
+    meta, voices = {}, {}
+    for s in range(1, speakers + 1):
+        key, gender = f"{s:02d}", ("female" if s % 2 else "male")
+        meta[key], voices[key] = {"gender": gender}, {"base_voice": f"tone{s}"}
+        (root / key).mkdir(parents=True)
+        f0 = (220.0 if gender == "female" else 110.0) * (1 + 0.04 * s)
+        names = ([f"{d}_{key}_{r}.wav" for d in range(digits) for r in range(reps)] if kind == "digits"
+                 else [f"{key}_{u}.wav" for u in range(reps)])
+        for i, name in enumerate(names):
+            seconds = rng.uniform(0.3, 0.6) if kind == "digits" else rng.uniform(1.6, 2.4)
+            t = np.arange(int(sample_rate * seconds)) / sample_rate
+            wave = sum(np.sin(2 * np.pi * f0 * (k + 1) * (1 + 0.03 * (i % 3)) * t) / (k + 1) for k in range(4))
+            wave = 0.3 * wave * np.hanning(t.size) + 0.01 * rng.standard_normal(t.size)
+            sf.write(root / key / name, wave.astype(np.float32), sample_rate)
+    (root / "audioMNIST_meta.txt").write_text(json.dumps(meta))
+    (root / "synth_manifest.json").write_text(json.dumps({"speakers": voices}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_tone_corpus(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="module")
+def speakers(tmp_path_factory):
+    return write_tone_corpus(tmp_path_factory.mktemp("speakers"), kind="speaker", speakers=4, reps=5,
+                             sample_rate=16000)
+
+
+def train_args(data, out, cache, *extra):
+    return ["train", "alexnet", "--data", str(data), "--task", "gender", "--out", str(out), "--cache", str(cache),
+            "--batch-size", "4", "--test-fraction", "0.25", "--val-fraction", "0.25", "--no-progress", *extra]
+
+
+def test_alexnet_trains_one_epoch_and_logs_metrics(digits, tmp_path):
+    run = tmp_path / "run"
+    assert main(train_args(digits, run, tmp_path / "cache", "--epochs", "1")) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1] and 0 <= metrics[0]["val_acc"] <= 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["sizes"] == {"train": 16, "val": 8, "test": 8}
+    assert 0 <= summary["test_acc"] <= 1
+    split = json.loads((run / "split.json").read_text())["split"]
+    assert split["method"] == "voice"
+    train_voices, test_voices = set(split["voices"]["train"]), set(split["voices"]["test"])
+    assert train_voices and test_voices and not train_voices & test_voices  # test voices never heard in training
+    best = load_checkpoint(run / "best.pt")
+    assert best["labels"] == ["male", "female"] and best["task"] == "gender" and best["arch"] == "alexnet"
+    assert json.loads(best["features"])["kind"] == "audiomnist-spectrogram"
+
+
+def test_resume_continues_bit_for_bit(digits, tmp_path):
+    cache = tmp_path / "cache"
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args(digits, straight, cache, "--epochs", "2", "--limit", "8")) == 0
+    assert main(train_args(digits, resumed, cache, "--epochs", "1", "--limit", "8")) == 0
+    assert main(train_args(digits, resumed, cache, "--epochs", "2", "--limit", "8", "--resume")) == 0
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    first = load_checkpoint(resumed / "best.pt")["model"] if False else None  # noqa: F841
+    lines = lambda run: [json.loads(x)["train_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert lines(straight) == lines(resumed)
+
+
+def test_existing_run_and_changed_options_are_refused(digits, tmp_path, capsys):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    assert main(train_args(digits, run, cache, "--epochs", "1", "--limit", "4")) == 0
+    assert main(train_args(digits, run, cache, "--epochs", "2", "--limit", "4")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(train_args(digits, run, cache, "--epochs", "2", "--limit", "4", "--lr", "0.1", "--resume")) == 2
+    assert "lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04broken zip", None])
+def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path, capsys, content):
+    path = tmp_path / "best.pt"
+    if content is None:
+        torch.save({"some": torch.zeros(2)}, path)  # a valid torch file, but foreign
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError):
+        load_checkpoint(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lrp-onnx: error:") and "\n" not in err and str(path) in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_resnet_trains_one_epoch_on_a_speaker_corpus(speakers, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "resnet", "--data", str(speakers), "--task", "speaker", "--out", str(run), "--epochs", "1",
+                 "--width", "2", "--embedding-dim", "8", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    best = load_checkpoint(run / "best.pt")
+    assert best["labels"] == ["01", "02", "03", "04"]
+    assert best["model_config"]["width"] == 2 and json.loads(best["features"])["kind"] == "log-mel"
+    split = json.loads((run / "split.json").read_text())["split"]
+    assert split["method"] == "utterance"  # held-out utterances of the training speakers
+    assert not set(split["files"]["train"]) & set(split["files"]["test"])
+
+
+def test_npz_inputs_continue_training_from_another_run(digits, tmp_path):
+    base = tmp_path / "base"
+    assert main(train_args(digits, base, tmp_path / "cache", "--epochs", "1", "--limit", "4")) == 0
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "augmented.npz"
+    np.savez(npz, x=rng.uniform(-80, 0, (6, 1, 227, 227)).astype(np.float32), y=np.array([0, 1] * 3))
+    run = tmp_path / "aug"
+    assert main(["train", "alexnet", "--data", str(npz), "--task", "gender", "--out", str(run), "--init", str(base),
+                 "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.34", "--no-progress"]) == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["features"] == load_checkpoint(base / "best.pt")["features"]  # the spec travels with --init
+    assert ckpt["split"]["method"] == "npz" and ckpt["split"]["sizes"] == {"train": 4, "val": 2, "test": 0}
+
+
+def test_waveform_cache_is_reused(digits, tmp_path):
+    from lrp_onnx.models.data import read_audiomnist
+    from lrp_onnx.runtime.features import SpectrogramSpec
+
+    utterances = read_audiomnist(digits)[:3]
+    spec, cache = SpectrogramSpec(), tmp_path / "cache"
+    waves, lengths = load_waves([str(u.path) for u in utterances], spec, cache, progress=False)
+    entry = next(cache.iterdir())
+    stamp = (entry / "waves.npy").stat().st_mtime_ns
+    again, _ = load_waves([str(u.path) for u in utterances], spec, cache, progress=False)
+    assert isinstance(again, np.memmap) and (entry / "waves.npy").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again, waves)
+    # the features equal the runtime's own feature code on the file
+    data = wave_set(utterances, np.zeros(3, dtype=np.int64), spec, cache, progress=False)
+    np.testing.assert_allclose(data.inputs(np.array([1]))[0], spec.from_file(utterances[1].path), atol=1e-4)
+    rng = np.random.default_rng(0)
+    shifted = data.inputs(np.array([0, 1, 2]), rng)
+    assert shifted.shape == (3, 1, 227, 227) and not np.allclose(shifted, data.inputs(np.array([0, 1, 2])))
