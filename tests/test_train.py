@@ -77,7 +77,6 @@ def test_resume_continues_bit_for_bit(digits, tmp_path):
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    first = load_checkpoint(resumed / "best.pt")["model"] if False else None  # noqa: F841
     lines = lambda run: [json.loads(x)["train_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert lines(straight) == lines(resumed)
 

@@ -61,6 +61,9 @@ class Zero(Epsilon):
     name: Literal["lrp0"] = "lrp0"
     epsilon: float = Field(0.0, ge=0, le=0)
 
+    def describe(self) -> str:
+        return "lrp0"
+
 
 class Gamma(LinearRule):
     """Generalised LRP-gamma (Zennit's ``Gamma``), for inputs of either sign:

@@ -175,6 +175,21 @@ ZOO: dict[str, Spec] = {
 }
 
 
+def he_init(model: nn.Module, generator: torch.Generator) -> None:
+    """He-normal weights (fan-in, ReLU gain) and small random biases for every Conv and Linear layer.
+
+    PyTorch's default init shrinks activations by ~0.4 per layer, so deep zoo models would end in logits ~1e-3,
+    where epsilon = 1e-6 is no longer negligible; He init keeps activations O(1), as in trained networks.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            fan_in = module.weight[0].numel()
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                if module.bias is not None:
+                    module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+
+
 def randomize_batchnorms(model: nn.Module, generator: torch.Generator, zero_shift: bool = False) -> None:
     """Give every BatchNorm random statistics and affine parameters.
 
@@ -208,6 +223,7 @@ def build(name: str, seed: int = 0, bias_free: bool = False) -> nn.Module:
     torch.manual_seed(seed)
     model = ZOO[name].build()
     generator = torch.Generator().manual_seed(seed + 1)
+    he_init(model, generator)
     randomize_batchnorms(model, generator, zero_shift=bias_free)
     if bias_free:
         zero_biases(model)

@@ -1,0 +1,256 @@
+"""The embeddable explainer: load once, compile once, one onnxruntime session.
+
+    ex = Explainer("model.onnx", composite="epsilon-plus")
+    e = ex.explain(x)              # x: (N, *input_shape) float32
+    e.logits, e.targets, e.relevance
+
+An ``Explainer`` is safe to share between threads (onnxruntime sessions are); it
+holds no per-call state. Compiled explainers are cached per process by (model hash,
+composite), so building a second ``Explainer`` for the same pair is cheap.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from lrp_onnx.lrp_graph import Composite, compile_explainer, get_composite, load_model, model_digest
+from lrp_onnx.lrp_graph.compiler import SUM_PREFIX, TARGET_INPUT
+from lrp_onnx.lrp_graph.errors import InputError
+
+_CACHE: dict[tuple, tuple[bytes, list]] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 16
+
+
+@dataclass
+class Explanation:
+    """Result of :meth:`Explainer.explain`: float32 arrays, batch first."""
+
+    logits: np.ndarray  # (N, C)
+    targets: np.ndarray  # (N,) int64, the explained classes
+    relevance: np.ndarray  # shaped like the input
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    @property
+    def target_logits(self) -> np.ndarray:
+        return self.logits[np.arange(len(self.targets)), self.targets]
+
+    @property
+    def relevance_sums(self) -> np.ndarray:
+        return self.relevance.reshape(len(self.relevance), -1).sum(axis=1)
+
+
+def default_providers() -> list[str]:
+    """CUDA when onnxruntime-gpu sees a GPU, else the CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def session_options(threads: int | None = None, arena: bool = True) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = arena
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+class Explainer:
+    """Explain a model with LRP through one onnxruntime session.
+
+    Parameters: ``model`` (path or ``onnx.ModelProto``); ``composite`` (preset name,
+    JSON/YAML file, dict or :class:`Composite`); ``epsilon``/``gamma``/``bounds``
+    override the composite's parameters; ``threads``, ``providers``, ``options``
+    (an ``onnxruntime.SessionOptions``) configure the session; ``batch_size`` bounds
+    the samples per session run.
+    """
+
+    def __init__(
+        self,
+        model,
+        composite: str | Path | Composite | dict = "epsilon",
+        *,
+        epsilon: float | None = None,
+        gamma: float | None = None,
+        bounds: tuple[float, float] | None = None,
+        threads: int | None = None,
+        providers: list | None = None,
+        options: ort.SessionOptions | None = None,
+        batch_size: int = 64,
+        layer_sums: bool = False,
+    ):
+        self.source = load_model(model)
+        self.composite = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
+        self.digest = model_digest(self.source)
+        self.batch_size = int(batch_size)
+        self._options = options or session_options(threads)
+        self._providers = providers or default_providers()
+        compiled, self.steps = self._compile(layer_sums)
+        self.compiled_model_bytes = compiled
+        self.session = ort.InferenceSession(compiled, self._options, providers=self._providers)
+        self._forward: ort.InferenceSession | None = None
+        self._forward_lock = threading.Lock()
+        inp = next(i for i in self.session.get_inputs() if i.name != TARGET_INPUT)
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape[1:])
+        self.num_classes = int(self.session.get_outputs()[0].shape[1])
+        self.metadata = {p.key: p.value for p in self.source.metadata_props}
+        self.labels = self._labels()
+
+    # -- compilation ----------------------------------------------------------------------------
+    def _compile(self, layer_sums: bool):
+        key = (self.digest, self.composite.model_dump_json(), layer_sums)
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums)
+        value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
+        with _CACHE_LOCK:
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = value
+        return value
+
+    @property
+    def compiled_model(self) -> onnx.ModelProto:
+        return onnx.load_from_string(self.compiled_model_bytes)
+
+    def _labels(self) -> list[str] | None:
+        raw = self.metadata.get("lrp_onnx.labels")
+        if not raw:
+            return None
+        try:
+            labels = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        return [str(x) for x in labels] if isinstance(labels, list) and len(labels) == self.num_classes else None
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def check_input(self, x) -> np.ndarray:
+        """``x`` as a float32 batch, or :class:`InputError` naming what is wrong."""
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == bool:
+            raise InputError(f"input has dtype {x.dtype}; a floating-point array is expected")
+        if np.issubdtype(x.dtype, np.integer):
+            raise InputError(f"input has integer dtype {x.dtype}; a floating-point array is expected")
+        rank = len(self.input_shape)
+        if x.ndim == rank:
+            x = x[None]
+        if x.ndim != rank + 1:
+            raise InputError(
+                f"input has shape {tuple(x.shape)} (rank {x.ndim}); the model expects {self._shape_text()} "
+                f"or one sample {self._shape_text(batch=False)}"
+            )
+        for got, want in zip(x.shape[1:], self.input_shape):
+            if want is not None and got != want:
+                raise InputError(f"input has shape {tuple(x.shape)}; the model expects {self._shape_text()}")
+        if x.shape[0] == 0:
+            raise InputError("input holds no samples")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InputError(f"input holds NaN or Inf values (sample{'s' if len(bad) > 1 else ''} "
+                             f"{', '.join(map(str, bad[:5]))}{'...' if len(bad) > 5 else ''})")
+        return x
+
+    def _shape_text(self, batch: bool = True) -> str:
+        dims = ["N"] if batch else []
+        dims += ["?" if d is None else str(d) for d in self.input_shape]
+        return "(" + ", ".join(dims) + ")"
+
+    def check_target(self, target, n: int) -> np.ndarray:
+        """Targets as int64 (N,), -1 meaning the predicted class."""
+        if target is None or (isinstance(target, str) and target == "pred"):
+            return np.full(n, -1, np.int64)
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu":
+            if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
+                t = t.astype(np.int64)
+            else:
+                raise InputError(f"target must be a class index, got {target!r}")
+        t = np.broadcast_to(t.astype(np.int64), (n,)) if t.ndim == 0 else t.astype(np.int64)
+        if t.shape != (n,):
+            raise InputError(f"target has shape {t.shape}; expected one class per sample ({n})")
+        bad = (t < -1) | (t >= self.num_classes)
+        if bad.any():
+            raise InputError(f"target {int(t[bad][0])} is out of range: the model has {self.num_classes} classes "
+                             f"(0 to {self.num_classes - 1})")
+        return np.ascontiguousarray(t)
+
+    # -- running --------------------------------------------------------------------------------
+    def explain(self, x, target=None) -> Explanation:
+        """Logits, explained classes and relevance for a batch (or one sample)."""
+        x = self.check_input(x)
+        t = self.check_target(target, len(x))
+        parts = [self._run(x[i:i + self.batch_size], t[i:i + self.batch_size])
+                 for i in range(0, len(x), self.batch_size)]
+        return Explanation(*(np.concatenate(p) for p in zip(*parts)))
+
+    def _run(self, x, t, outputs=("logits", "targets", "relevance")):
+        return self.session.run(list(outputs), {self.input_name: x, TARGET_INPUT: t})
+
+    def predict(self, x) -> np.ndarray:
+        """Logits only, from the plain forward model (no relevance pass)."""
+        x = self.check_input(x)
+        session = self._forward_session()
+        return np.concatenate([session.run(["logits"], {self.input_name: x[i:i + self.batch_size]})[0]
+                               for i in range(0, len(x), self.batch_size)])
+
+    def _forward_session(self) -> ort.InferenceSession:
+        with self._forward_lock:
+            if self._forward is None:
+                self._forward = ort.InferenceSession(
+                    forward_model(self.compiled_model), self._options, providers=self._providers
+                )
+            return self._forward
+
+    def layer_sums(self, x, target=None) -> tuple[list[str], np.ndarray, np.ndarray, Explanation]:
+        """Per-step relevance sums ``(names, entering (N, S), leaving (N, S), explanation)``;
+        requires ``layer_sums=True`` at construction."""
+        if not self.steps:
+            raise InputError("this Explainer was built without layer_sums=True")
+        x = self.check_input(x)
+        t = self.check_target(target, len(x))
+        names = list(self.steps)
+        outs = ["logits", "targets", "relevance"]
+        for k in range(len(self.steps)):
+            outs += [f"{SUM_PREFIX}{k}/in", f"{SUM_PREFIX}{k}/out"]
+        result = self._run(x, t, outs)
+        sums = np.stack(result[3:], axis=1)
+        return names, sums[:, 0::2], sums[:, 1::2], Explanation(*result[:3])
+
+
+def forward_model(explainer_model: onnx.ModelProto) -> bytes:
+    """The explainer model cut down to the forward pass: input -> logits."""
+    model = onnx.ModelProto()
+    model.CopyFrom(explainer_model)
+    g = model.graph
+    keep = [o for o in g.output if o.name == "logits"]
+    del g.output[:]
+    g.output.extend(keep)
+    needed, nodes = {"logits"}, []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output):
+            nodes.append(node)
+            needed.update(i for i in node.input if i)
+    del g.node[:]
+    g.node.extend(reversed(nodes))
+    inputs = [i for i in g.input if i.name in needed]
+    del g.input[:]
+    g.input.extend(inputs)
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    return model.SerializeToString()

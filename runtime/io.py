@@ -1,0 +1,61 @@
+"""Files written whole or not at all, and arrays read with clear errors."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lrp_onnx.lrp_graph.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    ``suffix`` (default: ``path``'s own) keeps writers that infer the format from the
+    name (numpy, matplotlib, soundfile) working.
+    """
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"{path}: output folder '{path.parent}' does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+                               dir=path.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_write(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """Load an array from ``.npy`` (or the first array of an ``.npz``) with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = list(data.keys())
+        if not keys:
+            raise InputError(f"{path}: empty .npz archive")
+        return data["x"] if "x" in keys else data[keys[0]]
+    return data
