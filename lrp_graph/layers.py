@@ -289,7 +289,7 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
         if weight is None or node.input[0] not in graph.carriers:
             return None
         bias = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        layer = ConvLayer([node], node.input[0], node.output[0], weight.astype(np.float32), bias)
+        layer = ConvLayer([node], node.input[0], node.output[0], np.asarray(weight, dtype=np.float32), bias)
         if bias is not None:
             layer.bias = bias.astype(np.float32).reshape(-1, *([1] * (weight.ndim - 2)))
         layer.setup(graph)
@@ -300,7 +300,8 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
         if b_value is None or attrs.get("transA", 0) or node.input[0] not in graph.carriers:
             return None
         weight = b_value.T if attrs.get("transB", 0) else b_value
-        weight = weight.astype(np.float64) * attrs.get("alpha", 1.0)
+        if attrs.get("alpha", 1.0) != 1.0:
+            weight = weight.astype(np.float64) * attrs["alpha"]
         bias = None
         if len(node.input) > 2 and node.input[2]:
             c = graph.const(node.input[2])
@@ -308,13 +309,13 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
                 return None
             bias = (c.astype(np.float64) * attrs.get("beta", 1.0)).astype(np.float32)
             bias = _squeeze_leading(bias, 2)
-        return DenseLayer([node], node.input[0], node.output[0], weight.astype(np.float32), bias)
+        return DenseLayer([node], node.input[0], node.output[0], np.asarray(weight, dtype=np.float32), bias)
     if op == "MatMul":
         left, right = graph.const(node.input[0]), graph.const(node.input[1])
         if right is not None and left is None and node.input[0] in graph.carriers and right.ndim == 2:
-            return DenseLayer([node], node.input[0], node.output[0], right.astype(np.float32), None)
+            return DenseLayer([node], node.input[0], node.output[0], np.asarray(right, dtype=np.float32), None)
         if left is not None and right is None and node.input[1] in graph.carriers and left.ndim == 2:
-            return LeftMatMulLayer([node], node.input[1], node.output[0], left.astype(np.float32), None)
+            return LeftMatMulLayer([node], node.input[1], node.output[0], np.asarray(left, dtype=np.float32), None)
     return None
 
 

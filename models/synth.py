@@ -67,7 +67,7 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 #: A base voice whose natural median F0 lies above this is female, below male.
 GENDER_F0_THRESHOLD_HZ = 145.0
 #: Pseudo-speaker F0 targets (Hz), uniform per gender; utterances jitter them by +-8 %.
-F0_RANGE = {"female": (165.0, 235.0), "male": (88.0, 135.0)}
+F0_RANGE = {"female": (170.0, 240.0), "male": (85.0, 130.0)}
 WORK_RATE = 16000  # engines' output is resampled to this before the voice effects
 CALIBRATION_TEXT = "zero one two three four five six seven eight nine"
 MBROLA_DIR = Path("/usr/share/mbrola")
@@ -215,36 +215,32 @@ def median_f0(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: floa
     x = np.asarray(wave, dtype=np.float64)
     frame, hop = int(0.04 * sample_rate), int(0.01 * sample_rate)
     tau_min, tau_max = int(sample_rate / fmax), int(sample_rate / fmin)
-    if x.size < frame + tau_max:
+    if x.size < frame + tau_max + hop:
         return float("nan")
-    starts = np.arange(0, x.size - frame - tau_max, hop)
-    rms = np.array([np.sqrt(np.mean(x[s : s + frame] ** 2)) for s in starts])
-    loud = rms > rms.max() * 10 ** (-35 / 20)
+    segments = np.lib.stride_tricks.sliding_window_view(x, frame + tau_max)[::hop]
+    rms = np.sqrt(np.mean(segments[:, :frame] ** 2, axis=1))
+    segments = segments[rms > rms.max() * 10 ** (-35 / 20)]
+    if rms.max() == 0 or segments.shape[0] == 0:
+        return float("nan")
+    # d(tau) = sum_t x_t^2 + sum_t x_{t+tau}^2 - 2 sum_t x_t x_{t+tau}, t over the first `frame` samples
+    energy = np.concatenate([np.zeros((segments.shape[0], 1)), np.cumsum(segments**2, axis=1)], axis=1)
+    shifted = energy[:, frame : frame + tau_max + 1] - energy[:, : tau_max + 1]
+    n = 1 << int(np.ceil(np.log2(segments.shape[1] + frame)))
+    spectrum = np.fft.rfft(segments, n, axis=1) * np.conj(np.fft.rfft(segments[:, :frame], n, axis=1))
+    cross = np.fft.irfft(spectrum, n, axis=1)[:, : tau_max + 1]
+    d = np.maximum(energy[:, frame : frame + 1] + shifted - 2 * cross, 0.0)
+    cumulative = np.cumsum(d[:, 1:], axis=1) / np.arange(1, tau_max + 1)
+    dprime = np.ones_like(d)
+    dprime[:, 1:] = d[:, 1:] / np.maximum(cumulative, 1e-12)
+    below = dprime[:, tau_min:] < 0.15
     f0s = []
-    for s in starts[loud]:
-        seg = x[s : s + frame + tau_max]
-        base = seg[:frame]
-        # d(tau) = sum base^2 + sum shifted^2 - 2 sum base * shifted
-        energy = np.cumsum(np.concatenate([[0.0], seg**2]))
-        shifted_energy = energy[frame : frame + tau_max + 1] - energy[: tau_max + 1]
-        n = 1 << int(np.ceil(np.log2(seg.size + frame)))
-        cross = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(base, n)), n)[: tau_max + 1]
-        d = energy[frame] + shifted_energy - 2 * cross
-        d[0] = 0.0
-        cumulative = np.cumsum(d[1:]) / np.arange(1, tau_max + 1)
-        dprime = np.ones(tau_max + 1)
-        dprime[1:] = d[1:] / np.maximum(cumulative, 1e-12)
-        below = np.nonzero(dprime[tau_min:] < 0.15)[0]
-        if below.size == 0:
-            continue
-        tau = tau_min + below[0]
-        while tau + 1 <= tau_max and dprime[tau + 1] < dprime[tau]:
+    for row, first in zip(dprime[below.any(axis=1)], np.argmax(below, axis=1)[below.any(axis=1)]):
+        tau = tau_min + int(first)
+        while tau + 1 < tau_max and row[tau + 1] < row[tau]:
             tau += 1
-        if 0 < tau < tau_max:
-            a, b, c = dprime[tau - 1], dprime[tau], dprime[tau + 1]
-            denom = a - 2 * b + c
-            tau = tau + (0.5 * (a - c) / denom if denom > 0 else 0.0)
-        f0s.append(sample_rate / tau)
+        a, b, c = row[tau - 1], row[tau], row[tau + 1]
+        denom = a - 2 * b + c
+        f0s.append(sample_rate / (tau + (0.5 * (a - c) / denom if denom > 0 else 0.0)))
     return float(np.median(f0s)) if f0s else float("nan")
 
 
@@ -261,7 +257,8 @@ class VoiceCheck:
     calibration: tuple[tuple[float, float], ...]
 
 
-_KNOB_POINTS = {"mbrola": (20.0, 80.0), "espeak": (20.0, 80.0), "flite": (120.0, 240.0), "pico": (70.0, 140.0)}
+_KNOB_POINTS = {"mbrola": (10.0, 40.0, 70.0, 99.0), "espeak": (10.0, 40.0, 70.0, 99.0),
+                "flite": (100.0, 160.0, 220.0, 280.0), "pico": (60.0, 100.0, 140.0, 180.0)}
 
 
 def verify_voices(voices: Sequence[BaseVoice]) -> list[VoiceCheck]:
@@ -286,11 +283,16 @@ def verify_voices(voices: Sequence[BaseVoice]) -> list[VoiceCheck]:
 
 
 def _knob_for(check: dict, target_f0: float) -> float | None:
-    """Knob value giving ``target_f0``: log F0 linear in the knob between the calibration points."""
-    (k1, f1), (k2, f2) = check["calibration"][0], check["calibration"][-1]
-    if not np.isfinite(k1):
+    """Knob value giving ``target_f0``: log F0 piecewise linear in the knob through the
+    calibration points (extrapolated linearly beyond them); None without a pitch knob."""
+    knobs, f0s = (np.array(v, dtype=np.float64) for v in zip(*check["calibration"]))
+    if not np.isfinite(knobs[0]):
         return None
-    return k1 + (np.log(target_f0) - np.log(f1)) * (k2 - k1) / (np.log(f2) - np.log(f1))
+    order = np.argsort(f0s)
+    log_f0, knobs = np.log(f0s[order]), knobs[order]
+    i = int(np.clip(np.searchsorted(log_f0, np.log(target_f0)) - 1, 0, len(knobs) - 2))
+    slope = (knobs[i + 1] - knobs[i]) / max(log_f0[i + 1] - log_f0[i], 1e-6)
+    return float(knobs[i] + (np.log(target_f0) - log_f0[i]) * slope)
 
 
 # --------------------------------------------------------------------------- speakers
@@ -490,6 +492,14 @@ class CorpusSettings:
     sample_rate: int = 16000
     max_seconds: float = 1.0  # digits 1.0 (AudioMNIST window), speaker 2.0 (log-mel window)
     voices: tuple[str, ...] | None = None  # restrict base voices: names ("espeak:f1") or engines ("flite")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.speakers <= 99 or not 0 <= self.female <= self.speakers:
+            raise InputError(f"need 1 <= speakers <= 99 and 0 <= female <= speakers, got {self.speakers} and {self.female}")
+        if self.reps < 1 or self.max_seconds <= 0.2 or not 4000 <= self.sample_rate <= 96000:
+            raise InputError("need reps >= 1, max_seconds > 0.2 and a sample rate in 4000..96000 Hz")
+        if self.kind not in ("digits", "speaker"):
+            raise InputError(f"corpus kind must be 'digits' or 'speaker', got {self.kind!r}")
 
     def select(self, voices: Sequence[BaseVoice]) -> list[BaseVoice]:
         """The base voices this corpus may use, from ``voices`` (the installed ones)."""

@@ -207,7 +207,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 # Options that must match when resuming (the rest, e.g. --epochs, may change).
 _RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "width", "limit", "val_limit", "test_limit",
-                "pooling", "embedding_dim", "split", "fold", "test_fraction", "val_fraction", "weight_decay",
+                "pooling", "embedding_dim", "stem_stride", "split", "fold", "test_fraction", "val_fraction", "weight_decay",
                 "grad_clip")
 
 
