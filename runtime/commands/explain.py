@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
                    help="(recordings) a recording longer than the model's window is cropped to its loudest "
                         "window (default) or split into consecutive windows")
     p.add_argument("--json", action="store_true", help="print one JSON object per sample")
+    p.add_argument("--conservation", action="store_true",
+                   help="print each step's relevance sum and where relevance was absorbed or created")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.set_defaults(func=run)
 
@@ -50,7 +52,8 @@ def _target(text: str):
 def run(args) -> int:
     target = _target(args.target)
     metadata = model_metadata(args.model)
-    explainer = Explainer(args.model, threads=args.threads, **composite_kwargs(args, metadata))
+    explainer = Explainer(args.model, threads=args.threads, layer_sums=args.conservation,
+                          **composite_kwargs(args, metadata))
     source = Path(args.input)
     recording = None
     if source.suffix.lower() in AUDIO_SUFFIXES:
@@ -73,6 +76,11 @@ def run(args) -> int:
 
         write_relevant_audio(args.audio, recording, e.relevance)
     _report(args, explainer, e, recording)
+    if args.conservation:
+        from lrp_onnx.runtime.conservation import conservation_report
+
+        report = conservation_report(explainer, x, target)
+        print(json.dumps(report.to_dict()) if args.json else report.to_text())
     return 0
 
 
