@@ -63,11 +63,15 @@ def compile_explainer(
     bounds: tuple | None = None,
     output: str | None = None,
     layer_sums: bool = False,
+    relevance_at: list[str] | tuple[str, ...] = (),
 ) -> Explainer:
     """Compile ``model`` (path or ModelProto) into an explainer model.
 
-    ``layer_sums=True`` adds outputs with each step's relevance sum per sample, for the
-    conservation report (:func:`lrp_onnx.lrp_graph.conservation_report`).
+    ``output`` picks the explained model output (default: the first).
+    ``layer_sums=True`` adds outputs ``relevance_sum/K/in`` and ``.../out`` with each step's
+    relevance sum per sample, for the conservation report (``lrp_onnx.runtime.conservation``).
+    ``relevance_at`` names intermediate values whose relevance becomes an extra output
+    ``relevance@VALUE`` (e.g. a layer's output, to see which channels carried the decision).
     """
     proto = load_model(model)
     digest = model_digest(proto)
@@ -77,12 +81,12 @@ def compile_explainer(
     graph = Graph.from_model(proto, output)
     plan = make_plan(graph, comp)
     plan.raise_for_problems()
-    sums = _emit(plan, layer_sums)
+    sums = _emit(plan, layer_sums, tuple(relevance_at))
     _finish_model(plan, comp)
     return Explainer(plan.graph.model, plan, graph.input_name, digest, sums)
 
 
-def _emit(plan: Plan, layer_sums: bool) -> list[tuple[str, str, str]]:
+def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
     graph = plan.graph
     g = graph.model.graph
     taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
@@ -111,6 +115,12 @@ def _emit(plan: Plan, layer_sums: bool) -> list[tuple[str, str, str]]:
     result = _collect(b, relevance, graph.input_name)
     if result is None:
         result = b.zeros_like(graph.input_name)
+    exposed = []
+    for value in relevance_at:
+        if value not in relevance:
+            raise ModelError(f"no relevance reaches value '{value}' (relevance_at); "
+                             "name an output of a node on the path from the input to the explained output")
+        exposed.append((value, relevance[value][0]))
 
     g.node.extend(b.nodes)
     g.initializer.extend(b.initializers)
@@ -119,6 +129,10 @@ def _emit(plan: Plan, layer_sums: bool) -> list[tuple[str, str, str]]:
         g.node.append(helper.make_node("Identity", [plan.logits], ["logits"], name="lrp/output_logits"))
     g.node.append(helper.make_node("Identity", [target], ["targets"], name="lrp/output_targets"))
     _set_outputs(plan, sums)
+    for value, r in exposed:
+        name = f"relevance@{value}"
+        g.node.append(helper.make_node("Identity", [r], [name], name=f"lrp/{name}"))
+        g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     return sums
 
 

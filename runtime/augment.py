@@ -59,21 +59,26 @@ def top_bins(relevance: np.ndarray, count: int) -> np.ndarray:
     Ties are broken by position (lower flat index first), so the result is deterministic.
     """
     r = np.asarray(relevance, dtype=np.float32).reshape(len(relevance), -1)
-    count = int(min(count, r.shape[1]))
-    if count <= 0:
+    count = int(min(max(count, 0), r.shape[1]))
+    if count == 0:
         return np.zeros((len(r), 0), dtype=np.int64)
-    # Negated with a stable sort: descending relevance, ascending index among equal values.
+    keys = _descending_keys(r)
     if count < r.shape[1]:
-        part = np.argpartition(-r, count - 1, axis=1)[:, :count]
-        # argpartition may cut through a run of ties; widen to every bin >= the cut value.
-        cut = np.take_along_axis(r, part, axis=1).min(axis=1, keepdims=True)
-        result = np.empty((len(r), count), dtype=np.int64)
-        for n in range(len(r)):
-            candidates = np.flatnonzero(r[n] >= cut[n])
-            order = np.argsort(-r[n, candidates], kind="stable")
-            result[n] = candidates[order[:count]]
-        return result
-    return np.argsort(-r, axis=1, kind="stable").astype(np.int64)
+        part = np.argpartition(keys, count - 1, axis=1)[:, :count]
+        order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1)
+        return np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return np.argsort(keys, axis=1).astype(np.int64)
+
+
+def _descending_keys(r: np.ndarray) -> np.ndarray:
+    """Unique int64 sort keys: ascending key = descending value, then ascending position.
+
+    The float32 bit pattern of ``-r`` mapped to an order-preserving integer
+    (negative floats have their order reversed), times the row length, plus the position.
+    """
+    bits = np.ascontiguousarray(-r, dtype=np.float32).view(np.int32).astype(np.int64)
+    ordered = np.where(bits >= 0, bits, -(2**31) - bits)
+    return ordered * r.shape[1] + np.arange(r.shape[1], dtype=np.int64)
 
 
 def augment_batch(x: np.ndarray, relevance: np.ndarray, fraction: float) -> np.ndarray:

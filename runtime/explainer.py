@@ -89,6 +89,7 @@ class Explainer:
         options: ort.SessionOptions | None = None,
         batch_size: int = 64,
         layer_sums: bool = False,
+        relevance_at: tuple[str, ...] = (),
     ):
         self.source = load_model(model)
         self.composite = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
@@ -96,6 +97,7 @@ class Explainer:
         self.batch_size = int(batch_size)
         self._options = options or session_options(threads)
         self._providers = providers or default_providers()
+        self.relevance_at = tuple(relevance_at)
         compiled, self.steps = self._compile(layer_sums)
         self.compiled_model_bytes = compiled
         self.session = ort.InferenceSession(compiled, self._options, providers=self._providers)
@@ -110,11 +112,12 @@ class Explainer:
 
     # -- compilation ----------------------------------------------------------------------------
     def _compile(self, layer_sums: bool):
-        key = (self.digest, self.composite.model_dump_json(), layer_sums)
+        key = (self.digest, self.composite.model_dump_json(), layer_sums, self.relevance_at)
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums)
+        compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums,
+                                     relevance_at=self.relevance_at)
         value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
         with _CACHE_LOCK:
             if len(_CACHE) >= _CACHE_SIZE:
@@ -200,6 +203,15 @@ class Explainer:
 
     def _run(self, x, t, outputs=("logits", "targets", "relevance")):
         return self.session.run(list(outputs), {self.input_name: x, TARGET_INPUT: t})
+
+    def intermediate(self, x, target=None) -> dict[str, np.ndarray]:
+        """Relevance at the values named in ``relevance_at`` (per value, batch first)."""
+        if not self.relevance_at:
+            raise InputError("this Explainer was built without relevance_at=[...]")
+        x = self.check_input(x)
+        t = self.check_target(target, len(x))
+        names = [f"relevance@{v}" for v in self.relevance_at]
+        return dict(zip(self.relevance_at, self._run(x, t, names)))
 
     def predict(self, x) -> np.ndarray:
         """Logits only, from the plain forward model (no relevance pass)."""
