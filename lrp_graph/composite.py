@@ -20,9 +20,11 @@ linear layers that pass ``op_type``, counted in graph order from the input;
 ``fraction`` then selects the part ``[lo, hi)`` of the layers left, by position:
 layer ``p`` of ``m`` is kept if ``round(lo * m) <= p < round(hi * m)``.
 Linear layers are Conv, Gemm and MatMul with constant weights (with the
-BatchNormalization, bias and scale nodes folded into them); a constant affine node
-without such a layer before it (e.g. a lone BatchNormalization) is matched by its own
-op type but does not count for ``index``/``fraction``.
+BatchNormalization, bias and scale nodes folded into them) on the path relevance takes
+from the explained output to the input: layers of a gate branch (``x * sigmoid(f(x))``,
+e.g. squeeze-and-excitation) receive no relevance and do not count. A constant affine
+node without such a layer before it (e.g. a lone BatchNormalization) is matched by its
+own op type but does not count for ``index``/``fraction``.
 """
 from __future__ import annotations
 

@@ -58,6 +58,9 @@ class Layer:
         return self.head.name or self.z
 
     x_sample_shape: tuple = ()  # input shape without the batch axis
+    #: graph value holding ``weight`` unmodified (reused instead of a copy), and one holding its transpose
+    weight_name: str | None = None
+    weight_t_name: str | None = None
 
     # which axis of the weight / of z holds the output units
     out_axis_weight: ClassVar[int] = 0
@@ -65,6 +68,11 @@ class Layer:
 
     def forward(self, b: Builder, x: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
         raise NotImplementedError
+
+    def _weight(self, b: Builder, weight: np.ndarray, hint: str = "w") -> str:
+        if weight is self.weight and self.weight_name:
+            return self.weight_name
+        return b.shared(weight, hint)
 
     def gradient(self, b: Builder, s: str, weight: np.ndarray) -> str:
         raise NotImplementedError
@@ -78,6 +86,7 @@ class Layer:
         n_units = self.weight.shape[self.out_axis_weight]
         if per_unit.size not in (1, n_units):
             return False
+        self.weight_name = self.weight_t_name = None
         shape = [1] * self.weight.ndim
         shape[self.out_axis_weight] = -1
         self.weight = (self.weight.astype(np.float64) * per_unit.reshape(shape)).astype(np.float32)
@@ -149,7 +158,7 @@ class ConvLayer(Layer):
         self.output_padding = output_padding
 
     def forward(self, b, x, weight, bias):
-        inputs = [x, b.const(weight, hint="w")]
+        inputs = [x, self._weight(b, weight)]
         extra = None
         if bias is not None:
             channels = weight.shape[0]
@@ -163,7 +172,7 @@ class ConvLayer(Layer):
 
     def gradient(self, b, s, weight):
         attrs = dict(self.conv_attrs)
-        return b.op("ConvTranspose", [s, b.const(weight, hint="w")], output_padding=self.output_padding, **attrs)
+        return b.op("ConvTranspose", [s, self._weight(b, weight)], output_padding=self.output_padding, **attrs)
 
 
 def _same_pads(in_sizes, out_sizes, kernel, strides, dilations, upper: bool) -> list[int]:
@@ -183,11 +192,14 @@ class DenseLayer(Layer):
     out_axis_z = -1
 
     def forward(self, b, x, weight, bias):
-        z = b.op("MatMul", [x, b.const(weight, hint="w")])
+        z = b.op("MatMul", [x, self._weight(b, weight)])
         return b.add(z, b.const(bias, hint="b")) if bias is not None else z
 
     def gradient(self, b, s, weight):
-        return b.op("MatMul", [s, b.const(np.swapaxes(weight, -1, -2), hint="wt")])
+        """``s @ W^T``; the transpose is folded by onnxruntime when the session loads."""
+        if weight is self.weight and self.weight_t_name:
+            return b.op("MatMul", [s, self.weight_t_name])
+        return b.op("MatMul", [s, b.op("Transpose", [self._weight(b, weight)], perm=[1, 0])])
 
 
 class LeftMatMulLayer(Layer):
@@ -197,11 +209,11 @@ class LeftMatMulLayer(Layer):
     out_axis_z = -2
 
     def forward(self, b, x, weight, bias):
-        z = b.op("MatMul", [b.const(weight, hint="w"), x])
+        z = b.op("MatMul", [self._weight(b, weight), x])
         return b.add(z, b.const(bias, hint="b")) if bias is not None else z
 
     def gradient(self, b, s, weight):
-        return b.op("MatMul", [b.const(np.swapaxes(weight, -1, -2), hint="wt"), s])
+        return b.op("MatMul", [b.op("Transpose", [self._weight(b, weight)], perm=[1, 0]), s])
 
 
 class DiagonalLayer(Layer):
@@ -290,6 +302,8 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
             return None
         bias = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         layer = ConvLayer([node], node.input[0], node.output[0], np.asarray(weight, dtype=np.float32), bias)
+        if weight.dtype == np.float32:
+            layer.weight_name = node.input[1]
         if bias is not None:
             layer.bias = bias.astype(np.float32).reshape(-1, *([1] * (weight.ndim - 2)))
         layer.setup(graph)
@@ -309,13 +323,23 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
                 return None
             bias = (c.astype(np.float64) * attrs.get("beta", 1.0)).astype(np.float32)
             bias = _squeeze_leading(bias, 2)
-        return DenseLayer([node], node.input[0], node.output[0], np.asarray(weight, dtype=np.float32), bias)
+        layer = DenseLayer([node], node.input[0], node.output[0], np.asarray(weight, dtype=np.float32), bias)
+        if b_value.dtype == np.float32 and attrs.get("alpha", 1.0) == 1.0:
+            if attrs.get("transB", 0):
+                layer.weight_t_name = node.input[1]
+            else:
+                layer.weight_name = node.input[1]
+        return layer
     if op == "MatMul":
         left, right = graph.const(node.input[0]), graph.const(node.input[1])
         if right is not None and left is None and node.input[0] in graph.carriers and right.ndim == 2:
-            return DenseLayer([node], node.input[0], node.output[0], np.asarray(right, dtype=np.float32), None)
+            layer = DenseLayer([node], node.input[0], node.output[0], np.asarray(right, dtype=np.float32), None)
+            layer.weight_name = node.input[1] if right.dtype == np.float32 else None
+            return layer
         if left is not None and right is None and node.input[1] in graph.carriers and left.ndim == 2:
-            return LeftMatMulLayer([node], node.input[1], node.output[0], np.asarray(left, dtype=np.float32), None)
+            layer = LeftMatMulLayer([node], node.input[1], node.output[0], np.asarray(left, dtype=np.float32), None)
+            layer.weight_name = node.input[0] if left.dtype == np.float32 else None
+            return layer
     return None
 
 

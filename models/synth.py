@@ -21,17 +21,13 @@ only runs them. Audio made from MBROLA databases must not be redistributed
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal, Sequence
@@ -232,7 +228,7 @@ def median_f0(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: floa
     cumulative = np.cumsum(d[:, 1:], axis=1) / np.arange(1, tau_max + 1)
     dprime = np.ones_like(d)
     dprime[:, 1:] = d[:, 1:] / np.maximum(cumulative, 1e-12)
-    below = dprime[:, tau_min:] < 0.15
+    below = dprime[:, tau_min:tau_max] < 0.15  # tau < tau_max keeps tau + 1 in range
     f0s = []
     for row, first in zip(dprime[below.any(axis=1)], np.argmax(below, axis=1)[below.any(axis=1)]):
         tau = tau_min + int(first)
@@ -515,7 +511,7 @@ class CorpusSettings:
 
 def _speaker_text(seed: int, speaker: int, utterance: int) -> str:
     r = np.random.default_rng([seed, 3, speaker, utterance])
-    return " ".join(DIGIT_WORDS[d] for d in r.integers(0, 10, size=int(r.integers(3, 6))))
+    return " ".join(DIGIT_WORDS[d] for d in r.integers(0, 10, size=int(r.integers(5, 7))))
 
 
 def _tasks(settings: CorpusSettings, speakers: list[SpeakerParams], root: Path) -> list[tuple]:
@@ -577,50 +573,26 @@ def generate_corpus(
     """
     root = Path(out_dir)
     manifest_path = root / MANIFEST_FILE
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: exists and is not a folder")
+    if root.is_dir() and not manifest_path.exists() and any(root.iterdir()):
+        raise InputError(f"{root}: folder is not empty and holds no synthetic corpus; give a new or empty folder")
     previous = _read_previous(manifest_path)
     if previous is not None and {"voices": None, **previous.get("settings", {})} != json.loads(json.dumps(asdict(settings))):
         raise InputError(f"{root} holds a corpus made with other settings {previous.get('settings')}; "
                          "use another folder or the same options")
     started = time.time()
     if previous is not None:
-        checks = previous["voices"]
-        speakers = [SpeakerParams(**{k: v for k, v in s.items() if k != "measured_f0_hz"})
-                    for s in previous["speakers"].values()]
         log(f"resuming the corpus in {root}")
+        manifest = previous
     else:
-        voices = settings.select(available_voices())
-        if not voices:
-            raise ConfigError("none of the requested speech synthesizers is installed "
-                              "(run scripts/install-speech-deps.sh)")
-        log(f"checking {len(voices)} base voices (natural F0 and pitch calibration) ...")
-        results = verify_voices(voices)
-        for c in results:
-            if not c.ok:
-                log(f"warning: leaving out {c.name}: natural median F0 {c.natural_f0_hz} Hz sounds "
-                    f"{c.measured_gender}, expected {c.gender}")
-        checks = {c.name: asdict(c) for c in results if c.ok}
-        names = {g: sorted(n for n, c in checks.items() if c["gender"] == g) for g in GENDER_LABELS}
-        speakers = plan_speakers(settings.speakers, settings.female, settings.seed, names)
-    if previous is not None:
-        speaker_entries = previous["speakers"]
-    else:
-        speaker_entries = {}
-        for sp in speakers:
-            measured = _speaker_f0(sp, checks[sp.base_voice], settings)
-            if (measured > GENDER_F0_THRESHOLD_HZ) != (sp.gender == "female"):
-                raise ConfigError(f"pseudo-speaker {sp.speaker:02d} ({sp.base_voice}) has median F0 {measured} Hz, "
-                                  f"which does not fit {sp.gender}: pitch calibration failed")
-            speaker_entries[f"{sp.speaker:02d}"] = {**asdict(sp), "measured_f0_hz": measured}
-    manifest = {
-        "format": "lrp-onnx-synth/1",
-        "settings": asdict(settings),
-        "voices": checks,
-        "excluded_voices": sorted(set(v.name for v in BASE_VOICES) - set(checks)),
-        "speakers": speaker_entries,
-    }
+        manifest = _new_manifest(settings, log)
+    checks = manifest["voices"]
+    speakers = [SpeakerParams(**{k: v for k, v in entry.items() if k != "measured_f0_hz"})
+                for entry in manifest["speakers"].values()]
     tasks = _tasks(settings, speakers, root)
     if settings.kind == "speaker":
-        manifest["texts"] = {str(path.relative_to(root)): text for path, _, text, _ in tasks}
+        manifest["texts"] = {path.relative_to(root).as_posix(): text for path, _, text, _ in tasks}
     manifest["utterances"] = len(tasks)
     _write_json(manifest_path, manifest)
     meta = {f"{sp.speaker:02d}": {"gender": sp.gender, "synthetic": True, "base_voice": sp.base_voice} for sp in speakers}
@@ -636,6 +608,36 @@ def generate_corpus(
     elapsed = time.time() - started
     log(f"done: {len(tasks)} utterances, {len(speakers)} speakers in {root} ({elapsed:.0f} s)")
     return manifest
+
+
+def _new_manifest(settings: CorpusSettings, log) -> dict:
+    """Verify the base voices, plan the pseudo-speakers and check each one's F0."""
+    voices = settings.select(available_voices())
+    if not voices:
+        raise ConfigError("none of the requested speech synthesizers is installed "
+                          "(run scripts/install-speech-deps.sh)")
+    log(f"checking {len(voices)} base voices (natural F0 and pitch calibration) ...")
+    results = verify_voices(voices)
+    for c in results:
+        if not c.ok:
+            log(f"warning: leaving out {c.name}: natural median F0 {c.natural_f0_hz} Hz sounds "
+                f"{c.measured_gender}, expected {c.gender}")
+    checks = {c.name: asdict(c) for c in results if c.ok}
+    names = {g: sorted(n for n, c in checks.items() if c["gender"] == g) for g in GENDER_LABELS}
+    entries = {}
+    for sp in plan_speakers(settings.speakers, settings.female, settings.seed, names):
+        measured = _speaker_f0(sp, checks[sp.base_voice], settings)
+        if (measured > GENDER_F0_THRESHOLD_HZ) != (sp.gender == "female"):
+            raise ConfigError(f"pseudo-speaker {sp.speaker:02d} ({sp.base_voice}) has median F0 {measured} Hz, "
+                              f"which does not fit {sp.gender}: pitch calibration failed")
+        entries[f"{sp.speaker:02d}"] = {**asdict(sp), "measured_f0_hz": measured}
+    return {
+        "format": "lrp-onnx-synth/1",
+        "settings": asdict(settings),
+        "voices": checks,
+        "rejected_voices": {c.name: asdict(c) for c in results if not c.ok},
+        "speakers": entries,
+    }
 
 
 def _render_all(todo: list[tuple], checks: dict, settings: CorpusSettings, jobs: int, progress: bool) -> None:

@@ -140,6 +140,11 @@ def _set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- loop
 
 
+def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(x).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
              desc: str = "eval", progress: bool = True) -> dict:
     """Loss, accuracy and balanced accuracy (mean per-class recall) of ``model`` on ``data``."""
@@ -151,7 +156,7 @@ def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
     with torch.no_grad():
         for start in tqdm(range(0, n, batch_size), desc=desc, leave=False, disable=not progress, unit="batch"):
             index = np.arange(start, min(start + batch_size, n))
-            x = torch.from_numpy(data.inputs(index)).to(device)
+            x = _to_device(data.inputs(index), device)
             y = torch.from_numpy(data.labels[index]).to(device)
             logits = model(x)
             total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -165,17 +170,18 @@ def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data, device: torch.device,
                 batch_size: int, rng: np.random.Generator, desc: str, progress: bool = True,
-                grad_clip: float | None = None) -> dict:
-    """One pass over ``data`` in a random order with random input placement."""
+                grad_clip: float | None = None, epoch_size: int | None = None) -> dict:
+    """One pass over ``data`` (or a random ``epoch_size`` of it) in a random order with random
+    input placement."""
     from tqdm import tqdm
 
     model.train()
-    order = rng.permutation(len(data))
+    order = rng.permutation(len(data))[:epoch_size]
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
     for start in bar:
         index = order[start : start + batch_size]
-        x = torch.from_numpy(data.inputs(index, rng)).to(device)
+        x = _to_device(data.inputs(index, rng), device)
         y = torch.from_numpy(data.labels[index]).to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
@@ -208,7 +214,7 @@ def _write_json(path: Path, obj: dict) -> None:
 # Options that must match when resuming (the rest, e.g. --epochs, may change).
 _RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "width", "limit", "val_limit", "test_limit",
                 "pooling", "embedding_dim", "stem_stride", "split", "fold", "test_fraction", "val_fraction", "weight_decay",
-                "grad_clip")
+                "grad_clip", "epoch_size")
 
 
 def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = True,
@@ -236,7 +242,7 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
             raise InputError(f"{init_path}: --init model ({init['arch']}, {dict(init['model_config'])}) "
                              f"differs from this run's ({arch}, {model_config})")
         model.load_state_dict(init["model"])
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU (oneDNN)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
 
     split_desc = sets.describe()
@@ -276,7 +282,7 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
         rng = np.random.default_rng([config["seed"], epoch])
         tr = train_epoch(model, optimizer, sets.train, device, config["batch_size"], rng,
                          desc=f"epoch {epoch}/{config['epochs']}", progress=progress,
-                         grad_clip=config.get("grad_clip"))
+                         grad_clip=config.get("grad_clip"), epoch_size=config.get("epoch_size"))
         t_train = time.perf_counter() - t0
         va = evaluate(model, sets.val, device, config["batch_size"], desc="validate", progress=progress)
         seconds = time.perf_counter() - t0
@@ -297,7 +303,6 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
 
     best_ckpt = load_checkpoint(best_path)
     model.load_state_dict(best_ckpt["model"])
-    model.to(device)
     summary = {"arch": arch, "task": config["task"], "labels": list(sets.labels), "sizes": split_desc,
                "epochs": config["epochs"], "best_epoch": best["epoch"], "val_acc": best["val_acc"],
                "train_seconds": round(train_seconds, 1), "device": str(device),

@@ -46,6 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on a class-balanced, seeded subset of N utterances")
+    p.add_argument("--epoch-size", type=int, default=None, metavar="N",
+                   help="train on a fresh random N of the training utterances each epoch (default: all)")
     p.add_argument("--val-limit", type=int, default=None, metavar="N")
     p.add_argument("--test-limit", type=int, default=None, metavar="N")
     p.add_argument("--width", type=int, default=32, help="ResNet base width (default 32; 8-16 trains on a CPU)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from math import gcd
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +15,7 @@ import scipy.signal
 import soundfile
 
 from lrp_onnx.lrp_graph.errors import InputError
+from lrp_onnx.runtime.io import atomic_write
 
 __all__ = ["load_audio", "resample", "write_wav", "atomic_path"]
 
@@ -67,18 +67,14 @@ def resample(wave: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path`` (``.NAME.*.tmp``, parent folders created);
+    it replaces ``path`` on success and is removed on error (:func:`lrp_onnx.runtime.io.atomic_write`)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, suffix=".tmp") as tmp:
+        yield tmp
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:

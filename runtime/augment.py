@@ -19,7 +19,7 @@ import numpy as np
 
 from lrp_onnx.lrp_graph.errors import InputError
 
-__all__ = ["moore_mean", "top_bins", "top_count", "check_fraction", "augment_batch"]
+__all__ = ["moore_mean", "top_bins", "top_count", "check_fraction", "augment_batch", "write_augmented"]
 
 
 def moore_mean(x: np.ndarray) -> np.ndarray:
@@ -92,3 +92,48 @@ def augment_batch(x: np.ndarray, relevance: np.ndarray, fraction: float) -> np.n
     rows = np.arange(len(x))[:, None]
     flat[rows, idx] = means[rows, idx]
     return flat.reshape(x.shape)
+
+
+def write_augmented(path, explainer, data, fraction: float, *, extra: dict | None = None,
+                    progress: bool = True) -> dict:
+    """Write ``path`` (.npz): ``x`` = ``data``'s inputs with each sample's top ``fraction``
+    most relevant bins (for its label) set to their Moore mean, ``y`` its labels,
+    ``labels`` the model's class names; ``extra`` = ``{"val": data, "test": data}`` adds
+    ``x_val``/``y_val``, ``x_test``/``y_test`` unchanged (what ``lrp-onnx train`` reads).
+
+    Streams batch by batch; the file appears only when complete. Returns counts.
+    """
+    from .datasets import NpzWriter
+
+    fraction = check_fraction(fraction)
+    bins = int(np.prod(data.input_shape))
+    batch_size = 32
+    with NpzWriter(path) as writer:
+        writer.begin("x", (len(data), *data.input_shape), np.float32)
+        for _, x, y in _progress(data, batch_size, progress, "augment"):
+            e = explainer.explain(x, target=y)
+            writer.write(augment_batch(x, e.relevance, fraction))
+        writer.array("y", data.labels.astype(np.int64))
+        if explainer.labels:
+            writer.array("labels", np.asarray(explainer.labels))
+        for name, part in (extra or {}).items():
+            writer.begin(f"x_{name}", (len(part), *part.input_shape), np.float32)
+            for _, x, _ in _progress(part, batch_size, progress, f"copy {name}"):
+                writer.write(x)
+            writer.array(f"y_{name}", part.labels.astype(np.int64))
+    return {"samples": len(data), "bins_per_sample": top_count(fraction, bins), "fraction": fraction,
+            **{f"{name}_samples": len(part) for name, part in (extra or {}).items()}}
+
+
+def _progress(data, batch_size: int, progress: bool, desc: str):
+    if not progress:
+        yield from data.batches(batch_size)
+        return
+    import sys
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(data), unit="sample", desc=desc, leave=False, file=sys.stderr) as bar:
+        for item in data.batches(batch_size):
+            yield item
+            bar.update(len(item[2]))

@@ -25,7 +25,8 @@ from lrp_onnx.lrp_graph.errors import InputError
 
 _CACHE: dict[tuple, tuple[bytes, list]] = {}
 _CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 16
+#: the per-process cache of compiled explainers keeps at most this many bytes
+_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -120,9 +121,9 @@ class Explainer:
                                      relevance_at=self.relevance_at)
         value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
         with _CACHE_LOCK:
-            if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
             _CACHE[key] = value
+            while len(_CACHE) > 1 and sum(len(v[0]) for v in _CACHE.values()) > _CACHE_BYTES:
+                _CACHE.pop(next(iter(_CACHE)))  # oldest first
         return value
 
     @property

@@ -93,6 +93,8 @@ def test_write_wav_is_atomic_and_round_trips(tmp_path):
     with pytest.raises(InputError):
         write_wav(tmp_path / "empty.wav", np.zeros(0), 8000)
     assert not (tmp_path / "empty.wav").exists()
+    with pytest.raises(InputError, match="is a folder"):
+        write_wav(tmp_path / "sub", tone(300, 0.25, 8000), 8000)
 
 
 # --------------------------------------------------------------------------- AudioMNIST spectrogram

@@ -131,8 +131,8 @@ def test_speaker_corpus(tmp_path):
     texts = read_manifest(root)["texts"]
     assert set(texts) == {"01/01_0.wav", "01/01_1.wav", "02/02_0.wav", "02/02_1.wav"}
     for u in utterances:
-        assert 3 <= len(texts[f"{u.speaker:02d}/{u.path.name}"].split()) <= 5
-        assert 0.8 < soundfile.info(str(u.path)).duration <= 2.0
+        assert 5 <= len(texts[f"{u.speaker:02d}/{u.path.name}"].split()) <= 6
+        assert 1.0 < soundfile.info(str(u.path)).duration <= 2.0
 
 
 @needs_espeak
@@ -151,6 +151,10 @@ def test_cli_synth_and_errors(tmp_path, capsys):
     assert "lrp-onnx: error: unknown base voice or engine festival" in err
     assert "lrp-onnx: error: need 1 <= speakers" in err
     assert not (tmp_path / "x").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("do not touch")
+    assert main(["data", "synth", str(tmp_path / "busy"), "--voices", "espeak"]) == 2
+    assert "not empty and holds no synthetic corpus" in capsys.readouterr().err
 
 
 def test_bad_voice_list_is_a_config_error():

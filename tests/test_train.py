@@ -2,13 +2,15 @@
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
 
 from lrp_onnx.lrp_graph.errors import InputError
 from lrp_onnx.models.dataset import load_waves, wave_set
-from lrp_onnx.models.train import load_checkpoint
+from lrp_onnx.models.train import load_checkpoint, model_from_checkpoint
+from lrp_onnx.runtime.features import LogMelSpec
 from lrp_onnx.runtime.cli import main
 
 
@@ -53,11 +55,11 @@ def train_args(data, out, cache, *extra):
 
 def test_alexnet_trains_one_epoch_and_logs_metrics(digits, tmp_path):
     run = tmp_path / "run"
-    assert main(train_args(digits, run, tmp_path / "cache", "--epochs", "1")) == 0
+    assert main(train_args(digits, run, tmp_path / "cache", "--epochs", "1", "--limit", "8", "--test-limit", "4")) == 0
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1] and 0 <= metrics[0]["val_acc"] <= 1
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["sizes"] == {"train": 16, "val": 8, "test": 8}
+    assert summary["sizes"] == {"train": 8, "val": 8, "test": 4}
     assert 0 <= summary["test_acc"] <= 1
     split = json.loads((run / "split.json").read_text())["split"]
     assert split["method"] == "voice"
@@ -71,9 +73,10 @@ def test_alexnet_trains_one_epoch_and_logs_metrics(digits, tmp_path):
 def test_resume_continues_bit_for_bit(digits, tmp_path):
     cache = tmp_path / "cache"
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(train_args(digits, straight, cache, "--epochs", "2", "--limit", "8")) == 0
-    assert main(train_args(digits, resumed, cache, "--epochs", "1", "--limit", "8")) == 0
-    assert main(train_args(digits, resumed, cache, "--epochs", "2", "--limit", "8", "--resume")) == 0
+    assert main(train_args(digits, straight, cache, "--epochs", "2", "--limit", "8", "--epoch-size", "6")) == 0
+    assert main(train_args(digits, resumed, cache, "--epochs", "1", "--limit", "8", "--epoch-size", "6")) == 0
+    assert main(train_args(digits, resumed, cache, "--epochs", "2", "--limit", "8", "--epoch-size", "6",
+                           "--resume")) == 0
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -108,14 +111,23 @@ def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path, capsys, con
 def test_resnet_trains_one_epoch_on_a_speaker_corpus(speakers, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "resnet", "--data", str(speakers), "--task", "speaker", "--out", str(run), "--epochs", "1",
-                 "--width", "2", "--embedding-dim", "8", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+                 "--width", "8", "--stem-stride", "2", "--embedding-dim", "8", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
                  "--no-progress"]) == 0
     best = load_checkpoint(run / "best.pt")
     assert best["labels"] == ["01", "02", "03", "04"]
-    assert best["model_config"]["width"] == 2 and json.loads(best["features"])["kind"] == "log-mel"
+    assert best["model_config"]["width"] == 8 and json.loads(best["features"])["kind"] == "log-mel"
     split = json.loads((run / "split.json").read_text())["split"]
     assert split["method"] == "utterance"  # held-out utterances of the training speakers
     assert not set(split["files"]["train"]) & set(split["files"]["test"])
+    # export the trained run; onnxruntime reproduces torch on real features
+    out = tmp_path / "speaker.onnx"
+    assert main(["export", str(run), "-o", str(out)]) == 0
+    x = np.stack([LogMelSpec().from_file(path) for path in split["files"]["test"][:2]])
+    with torch.no_grad():
+        expected = model_from_checkpoint(best)(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
 def test_npz_inputs_continue_training_from_another_run(digits, tmp_path):

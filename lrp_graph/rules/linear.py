@@ -179,16 +179,17 @@ class ZBox(LinearRule):
 
     def relevance(self, b, layer, x, R, nonnegative=False):
         w, bias = layer.weight, layer.bias
+        wp, wn = pos(w), neg(w)
         shape = (1,) + tuple(layer.x_sample_shape)
         low = np.broadcast_to(_bound(self.low, shape), shape).astype(np.float32)
         high = np.broadcast_to(_bound(self.high, shape), shape).astype(np.float32)
         low_c, high_c = b.const(low, hint="low"), b.const(high, hint="high")
-        z_low = layer.forward(b, low_c, pos(w), pos(bias))
-        z_high = layer.forward(b, high_c, neg(w), neg(bias))
+        z_low = layer.forward(b, low_c, wp, pos(bias))
+        z_high = layer.forward(b, high_c, wn, neg(bias))
         s = b.safe_divide(R, b.sub(b.sub(layer.z, z_low), z_high), self.stabilizer)
         return b.sub(
-            b.sub(b.mul(x, layer.gradient(b, s, w)), b.mul(low_c, layer.gradient(b, s, pos(w)))),
-            b.mul(high_c, layer.gradient(b, s, neg(w))),
+            b.sub(b.mul(x, layer.gradient(b, s, w)), b.mul(low_c, layer.gradient(b, s, wp))),
+            b.mul(high_c, layer.gradient(b, s, wn)),
         )
 
 

@@ -109,8 +109,16 @@ def canonical(model: nn.Module) -> nn.Module:
 
 
 def linear_layer_names(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Conv and Linear modules in registration order (= graph order for the zoo models)."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear,) + CONVS)]
+    """The Conv and Linear modules that carry relevance, in registration order (= graph order for the zoo models).
+
+    Layers inside an SE gate branch (children of a module with a ``gate_mul``) carry no relevance and, as in our
+    compiler's plan, do not count as layers ("first layer", "first third of the hidden convs").
+    """
+    gates = [name + "." for name, m in model.named_modules() if hasattr(m, "gate_mul")]
+    return [
+        (name, m) for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear,) + CONVS) and not any(name.startswith(g) for g in gates)
+    ]
 
 
 # -- composites ------------------------------------------------------------------------------------------------------

@@ -159,19 +159,20 @@ class DepthwiseSENet(nn.Module):
 
 @dataclass(frozen=True)
 class Spec:
-    """A zoo entry: how to build the model, its per-sample input shape, and whether it max-pools."""
+    """A zoo entry: how to build the model, its per-sample input shape, class count, and whether it max-pools."""
 
     build: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
+    num_classes: int
     max_pool: bool
 
 
 ZOO: dict[str, Spec] = {
-    "alexnet": Spec(AudioMNISTAlexNet, (1, 227, 227), max_pool=True),
-    "vgg": Spec(VGGNet, (3, 16, 16), max_pool=True),
-    "resnet": Spec(ResNet, (1, 16, 16), max_pool=False),
-    "conv1d": Spec(Conv1dNet, (4, 64), max_pool=True),
-    "se": Spec(DepthwiseSENet, (3, 16, 16), max_pool=False),
+    "alexnet": Spec(AudioMNISTAlexNet, (1, 227, 227), 2, max_pool=True),
+    "vgg": Spec(VGGNet, (3, 16, 16), 10, max_pool=True),
+    "resnet": Spec(ResNet, (1, 16, 16), 5, max_pool=False),
+    "conv1d": Spec(Conv1dNet, (4, 64), 4, max_pool=True),
+    "se": Spec(DepthwiseSENet, (3, 16, 16), 6, max_pool=False),
 }
 
 
@@ -230,8 +231,63 @@ def build(name: str, seed: int = 0, bias_free: bool = False) -> nn.Module:
     return model.eval()
 
 
-def inputs(name: str, n: int, seed: int = 0, bound: float = 3.0) -> torch.Tensor:
-    """``n`` float32 samples for model ``name``: standard normal, clipped to [-bound, bound] (within z-box bounds)."""
+def inputs(name: str, n: int, seed: int = 0, bound: float = 3.0, silence: bool = False) -> torch.Tensor:
+    """``n`` float32 samples for model ``name``: standard normal, clipped to [-bound, bound] (within z-box bounds).
+
+    ``silence``: the last third of the last axis is the constant floor ``-bound``, as the -80 dB floor of a quiet
+    stretch in a spectrogram. Constant regions make max-pool windows with exactly or nearly equal values (ties).
+    """
     generator = torch.Generator().manual_seed(1000 + seed)
-    x = torch.randn((n, *ZOO[name].input_shape), generator=generator)
-    return x.clamp(-bound, bound)
+    x = torch.randn((n, *ZOO[name].input_shape), generator=generator).clamp(-bound, bound)
+    if silence:
+        x[..., -(x.shape[-1] // 3):] = -bound
+    return x
+
+
+EXPORTS = ("torchscript", "dynamo")
+
+
+def export(model: nn.Module, path, exporter: str, example: torch.Tensor) -> None:
+    """Export ``model`` to ONNX at ``path`` with a dynamic batch axis; ``exporter``: "torchscript" (``dynamo=False``)
+    or "dynamo" (``dynamo=True``). Input ``input``, output ``logits``.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
+                              output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              verbose=False)
+        elif exporter == "torchscript":
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}")
+
+
+class ExportCache:
+    """Zoo models and their ONNX exports, built once per test session under ``directory``."""
+
+    def __init__(self, directory):
+        from pathlib import Path
+
+        self.directory = Path(directory)
+        self._models: dict[tuple, nn.Module] = {}
+        self._paths: dict[tuple, str] = {}
+
+    def model(self, name: str, bias_free: bool = False) -> nn.Module:
+        key = (name, bias_free)
+        if key not in self._models:
+            self._models[key] = build(name, bias_free=bias_free)
+        return self._models[key]
+
+    def path(self, name: str, exporter: str, bias_free: bool = False) -> str:
+        key = (name, exporter, bias_free)
+        if key not in self._paths:
+            folder = self.directory / f"{name}-{exporter}{'-bias-free' if bias_free else ''}"
+            folder.mkdir(parents=True, exist_ok=True)  # one folder each: dynamo may write external data beside it
+            path = folder / "model.onnx"
+            export(self.model(name, bias_free), path, exporter, inputs(name, 2, seed=99))
+            self._paths[key] = str(path)
+        return self._paths[key]

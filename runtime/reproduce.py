@@ -1,0 +1,509 @@
+"""``lrp-onnx reproduce OUT_DIR``: the study's experiments, end to end, cached and resumable.
+
+Stages (each leaves its outputs in OUT_DIR and a record ``OUT_DIR/stages/<name>.json``;
+a stage with a record is not run again, and long stages resume inside themselves):
+
+1. corpora: the digits corpus (``--data`` or ``lrp-onnx data synth``) and the
+   speaker-ID corpus (``--speaker-data`` or ``data synth --kind speaker``);
+2. the gender AlexNet: ``lrp-onnx train`` (``--resume`` after an interruption) or a
+   reused run (``--gender-run``), then ``lrp-onnx export``; its test split as features;
+3. Figures 1-2 (heatmaps, LRP-0), 3-4 (pixel-flipping, LRP vs random), 5 (0.5 % flipped);
+4. LRP-guided augmentation (``augment``), training further from the model
+   (``train --init``), export, and flipping it again: Table 1 and Figure 6;
+5. the ResNet speaker-ID model explained with LRP-0, LRP-0 + epsilon 0.5 and
+   LRP-0 + epsilon + gamma 5 (``paper-resnet``): Figures 7-12;
+6. ``results.json`` and ``report.md`` (see :mod:`lrp_onnx.runtime.study_report`).
+
+Training and export need torch: they run as ``python -m lrp_onnx.runtime.cli``
+subprocesses, so this module (and the runtime) never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lrp_onnx.lrp_graph.errors import InputError
+
+from .io import write_text
+
+#: LRP-0 near the output, epsilon = 0.5 on the convolutions and the input layer (study, Figure 9).
+RESNET_EPSILON = {
+    "name": "paper-resnet-epsilon",
+    "rules": [
+        {"match": {"op_type": ["Conv"]}, "rule": {"name": "epsilon", "epsilon": 0.5}},
+        {"match": {"op_type": ["Gemm", "MatMul"]}, "rule": {"name": "lrp0"}},
+        {"match": {"op_type": ["BatchNormalization"]}, "rule": {"name": "lrp0"}},
+    ],
+    "default": {"name": "lrp0"},
+}
+#: The ResNet composites of Figures 8, 9 and 11.
+RESNET_COMPOSITES = {"lrp0": "lrp0", "epsilon": RESNET_EPSILON, "epsilon-gamma": "paper-resnet"}
+GENDER_COMPOSITE = "paper-alexnet"  # LRP-0 throughout, as the study
+AUGMENT_FRACTION = 0.005
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes and epochs of one budget."""
+
+    name: str
+    digits: dict = field(default_factory=dict)       # `data synth --kind digits` options
+    speakers: dict = field(default_factory=dict)     # `data synth --kind speaker` options
+    gender_epochs: int = 1
+    gender_limit: int | None = None                  # training utterances (class-balanced subset)
+    gender_epoch_size: int | None = None             # a fresh random subset of this size per epoch
+    augment_epochs: int = 1
+    augment_epoch_size: int | None = None
+    speaker_epochs: int = 1
+    speaker_width: int = 8
+    test_limit: int | None = None                    # test samples for the flip experiments
+    speaker_test_limit: int | None = None
+    steps: str = "0:1:0.1,1:10:1"
+    random_repeats: int = 3
+    batch_size: int = 32
+
+
+BUDGETS = {
+    "tiny": Budget("tiny", digits={"speakers": 8, "female": 4, "reps": 2}, speakers={"speakers": 4, "female": 2, "reps": 6},
+                   gender_epochs=1, augment_epochs=1, speaker_epochs=1, speaker_width=8, test_limit=12,
+                   speaker_test_limit=8, steps="0,0.5,1,5,10", random_repeats=2, batch_size=8),
+    "quick": Budget("quick", digits={"speakers": 12, "female": 6, "reps": 3},
+                    speakers={"speakers": 8, "female": 4, "reps": 12},
+                    gender_epochs=4, augment_epochs=1, speaker_epochs=8, speaker_width=8, test_limit=96,
+                    speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16),
+    "full": Budget("full", digits={"speakers": 60, "female": 30, "reps": 20},
+                   speakers={"speakers": 40, "female": 20, "reps": 40},
+                   gender_epochs=12, gender_epoch_size=2000, augment_epochs=3, augment_epoch_size=2000,
+                   speaker_epochs=40, speaker_width=16, test_limit=500, speaker_test_limit=200,
+                   steps="0:1:0.1,1:10:1", random_repeats=3, batch_size=32),
+}
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class Pipeline:
+    """Runs named stages once; records what each produced and how long it took."""
+
+    def __init__(self, out: Path, settings: dict, progress: bool = True, threads: int | None = None):
+        self.out, self.settings, self.progress, self.threads = out, settings, progress, threads
+        self.stages_dir = out / "stages"
+        for sub in ("stages", "runs", "models", "data", "results", "figures"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        self.records: dict[str, dict] = {}
+
+    def stage(self, name: str, fn, outputs: tuple = ()) -> dict:
+        """Run ``fn`` unless stage ``name`` finished before (and its ``outputs`` still exist)."""
+        path = self.stages_dir / f"{name}.json"
+        if path.exists() and all(Path(o).exists() for o in outputs):
+            record = json.loads(path.read_text())
+            self._log(f"== {name}: cached ({record.get('seconds', 0):.0f} s when it ran)")
+        else:
+            self._log(f"== {name}")
+            t0 = time.perf_counter()
+            record = fn() or {}
+            record["seconds"] = round(time.perf_counter() - t0, 1)
+            record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            write_text(path, json.dumps(record, indent=2) + "\n")
+        self.records[name] = record
+        return record
+
+    def cli(self, *argv: str) -> None:
+        """``lrp-onnx ARGV`` in a subprocess (torch stays out of this process)."""
+        cmd = [sys.executable, "-m", "lrp_onnx.runtime.cli", *map(str, argv)]
+        self._log("   $ lrp-onnx " + " ".join(map(str, argv)))
+        env = dict(os.environ)
+        if self.threads:
+            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        code = subprocess.run(cmd, env=env).returncode
+        if code != 0:
+            raise InputError(f"reproduce: `lrp-onnx {' '.join(map(str, argv[:2]))} ...` failed (exit {code}); "
+                             f"fix the cause and rerun the same command to resume")
+
+    def explainer(self, model: Path, composite):
+        from .explainer import Explainer
+
+        return Explainer(model, composite=composite, threads=self.threads)
+
+    @staticmethod
+    def _log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def rel(self, path: Path | str) -> str:
+        """``path`` relative to OUT_DIR where it lies inside it (for the report)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.out.resolve()))
+        except ValueError:
+            return str(path)
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if changed:
+            raise InputError(f"{out} holds a run with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "
+                             "use another OUT_DIR or the same options")
+    else:
+        write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_reproduce(args) -> int:
+    out = Path(args.out_dir)
+    budget = BUDGETS[args.budget]
+    for option in ("data", "speaker_data", "gender_run", "speaker_run"):
+        value = getattr(args, option, None)
+        if value and not Path(value).exists():
+            raise InputError(f"--{option.replace('_', '-')} {value}: no such folder")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    settings = {"budget": budget.name, "data": _abs(args.data), "speaker_data": _abs(args.speaker_data),
+                "gender_run": _abs(args.gender_run), "speaker_run": _abs(args.speaker_run),
+                "skip_speaker": bool(args.skip_speaker)}
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
+    pipe = Pipeline(out, settings, progress=not args.no_progress, threads=args.threads)
+    started = time.perf_counter()
+    results = {"budget": asdict(budget), "settings": settings, "machine": _machine()}
+    results["gender"] = gender_experiments(pipe, budget, args)
+    if not args.skip_speaker:
+        results["speaker"] = speaker_experiments(pipe, budget, args)
+    results["stages"] = {name: {"seconds": r.get("seconds"), "finished": r.get("finished")}
+                         for name, r in pipe.records.items()}
+    results["seconds_this_invocation"] = round(time.perf_counter() - started, 1)
+    results["seconds_all_stages"] = round(sum(r.get("seconds", 0) for r in pipe.records.values()), 1)
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    from .study_report import write_report
+
+    write_report(out, results)
+    print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
+          f"({results['seconds_all_stages'] / 60:.1f} min of stages)")
+    return 0
+
+
+def _abs(path) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _machine() -> dict:
+    import onnxruntime
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+# --------------------------------------------------------------------------- shared stages
+
+
+def corpus_stage(pipe: Pipeline, kind: str, given: str | None, options: dict) -> dict:
+    """A corpus folder: the given one, or one synthesised into OUT_DIR/corpora."""
+    def run():
+        if given:
+            path = Path(given).resolve()
+        else:
+            path = (pipe.out / "corpora" / kind).resolve()
+            path.parent.mkdir(exist_ok=True)
+            argv = ["data", "synth", path, "--kind", kind, "--seed", 0, "--jobs", max(1, min(4, os.cpu_count() or 1))]
+            for key, value in options.items():
+                argv += [f"--{key.replace('_', '-')}", value]
+            if not pipe.progress:
+                argv.append("--no-progress")
+            pipe.cli(*argv)
+        return {"path": str(path), "synthesised": not given, "options": {} if given else options,
+                **_corpus_counts(path, kind)}
+
+    return pipe.stage(f"corpus-{kind}", run)
+
+
+def _corpus_counts(path: Path, kind: str) -> dict:
+    from lrp_onnx.models import data as corpus
+
+    utterances = corpus.read_speaker_corpus(path) if kind == "speaker" else corpus.read_audiomnist(path)
+    genders = [u.gender for u in utterances]
+    return {"utterances": len(utterances), "speakers": len({u.speaker for u in utterances}),
+            "female_utterances": genders.count("female"), "male_utterances": genders.count("male"),
+            "base_voices": len({u.base_voice for u in utterances if u.base_voice})}
+
+
+def train_stage(pipe: Pipeline, name: str, reuse: str | None, argv: list) -> dict:
+    """A training run: reused, or `lrp-onnx train ...` (resumed if it was interrupted)."""
+    def run():
+        if reuse:
+            run_dir = Path(reuse).resolve()
+            if not (run_dir / "best.pt").exists():
+                raise InputError(f"{run_dir}: not a finished training run (no best.pt)")
+        else:
+            run_dir = (pipe.out / "runs" / name).resolve()
+            resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+            extra = (["--threads", pipe.threads] if pipe.threads else []) + ([] if pipe.progress else ["--no-progress"])
+            pipe.cli("train", *argv, "--out", run_dir, *resume, *extra)
+        summary = _read_json(run_dir / "summary.json")
+        return {"run": str(run_dir), "reused": bool(reuse), "summary": summary,
+                "epochs_log": _metrics(run_dir / "metrics.jsonl")}
+
+    return pipe.stage(f"train-{name}", run)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def export_stage(pipe: Pipeline, name: str, run_dir: str) -> Path:
+    target = (pipe.out / "models" / f"{name}.onnx").resolve()
+
+    def run():
+        pipe.cli("export", run_dir, "-o", target)
+        return {"model": str(target), "bytes": target.stat().st_size}
+
+    pipe.stage(f"export-{name}", run, outputs=(target,))
+    return target
+
+
+def split_files(run_dir: str | Path) -> tuple[dict[str, list[Path]], Path]:
+    """The train/val/test recordings a run was trained on (from its split.json)."""
+    split = _read_json(Path(run_dir) / "split.json").get("split", {})
+    files = split.get("files")
+    if not files:
+        raise InputError(f"{run_dir}/split.json lists no files: cannot tell the run's test recordings")
+    root = Path(split.get("data", "."))
+    return {part: [_locate(p, root) for p in files.get(part, [])] for part in ("train", "val", "test")}, root
+
+
+def _locate(path: str, root: Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p.resolve()
+    for base in (root, root / "data"):
+        candidate = base / p.parts[-2] / p.parts[-1]
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{path}: recording of the training split not found (corpus moved?)")
+
+
+def features_stage(pipe: Pipeline, name: str, model: Path, files: list[Path], label_of, limit: int | None) -> Path:
+    """Model inputs of ``files`` as an .npz (x, y, labels, paths): computed once, reused by
+    every experiment on that part."""
+    target = (pipe.out / "data" / f"{name}.npz").resolve()
+
+    def run():
+        from .datasets import NpzWriter, RecordingData, balanced_indices
+
+        ex = pipe.explainer(model, "epsilon")
+        names = [label_of(p) for p in files]
+        labels = np.asarray([ex.labels.index(n) for n in names], dtype=np.int64)
+        keep = balanced_indices(labels, limit, seed=0) if limit and limit < len(files) else np.arange(len(files))
+        from .features import feature_spec_from_json
+
+        spec = feature_spec_from_json(ex.metadata["lrp_onnx.features"])
+        data = RecordingData([files[i] for i in keep], labels[keep], spec, name)
+        with NpzWriter(target) as w:
+            w.begin("x", (len(data), *data.input_shape), np.float32)
+            for _, x, _ in data.batches(64):
+                w.write(x)
+            w.array("y", data.labels)
+            w.array("labels", np.asarray(ex.labels))
+            w.array("paths", np.asarray([str(p) for p in data.paths]))
+        return {"npz": str(target), "samples": len(data), "of": len(files),
+                "per_class": np.bincount(data.labels, minlength=len(ex.labels)).tolist()}
+
+    pipe.stage(f"features-{name}", run, outputs=(target,))
+    return target
+
+
+def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, budget: Budget) -> dict:
+    """Pixel-flipping (zero baseline, LRP order vs random) of a model on a feature .npz."""
+    results = (pipe.out / "results" / f"flip-{name}.json").resolve()
+
+    def run():
+        from .datasets import NpzData
+        from .flip import FlipConfig, parse_steps, run_flip
+
+        ex = pipe.explainer(model, composite)
+        config = FlipConfig(steps=parse_steps(budget.steps).tolist(), baseline="zero", order="morf",
+                            random_repeats=budget.random_repeats, seed=0, target="label",
+                            batch_size=budget.batch_size)
+        info = {"model": pipe.rel(model), "composite": ex.composite.name, "labels": ex.labels}
+        summary = run_flip(ex, NpzData(npz), config, results_path=results, resume=True,
+                           progress=pipe.progress, info=info)
+        return {"results": str(results), "seconds_flip": summary["seconds"]}
+
+    pipe.stage(f"flip-{name}", run, outputs=(results,))
+    return json.loads(results.read_text())
+
+
+# --------------------------------------------------------------------------- the gender study
+
+
+def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
+    from . import study_figures as figs
+
+    out = pipe.out
+    if args.gender_run:
+        train = train_stage(pipe, "gender", args.gender_run, [])
+        root = split_files(train["run"])[1]
+        corpus = pipe.stage("corpus-digits", lambda: {"path": str(root), "synthesised": False,
+                                                      "reused_run": train["run"], **_corpus_counts(root, "digits")})
+    else:
+        corpus = corpus_stage(pipe, "digits", args.data, budget.digits)
+        argv = ["alexnet", "--data", corpus["path"], "--task", "gender", "--epochs", budget.gender_epochs]
+        if budget.gender_limit:
+            argv += ["--limit", budget.gender_limit]
+        if budget.gender_epoch_size:
+            argv += ["--epoch-size", budget.gender_epoch_size]
+        train = train_stage(pipe, "gender", None, argv)
+    model = export_stage(pipe, "gender", train["run"])
+    files, root = split_files(train["run"])
+    gender_of = _gender_lookup(root)
+    test_npz = features_stage(pipe, "gender-test", model, files["test"], gender_of, budget.test_limit)
+
+    figures = {}
+    figures.update(pipe.stage("figures-1-2", lambda: figs.gender_heatmaps(pipe, model, test_npz, GENDER_COMPOSITE)))
+    flip = flip_stage(pipe, "gender", model, test_npz, GENDER_COMPOSITE, budget)
+    figures.update(pipe.stage("figures-3-4", lambda: figs.flip_figures(pipe, flip, "gender")))
+    figures.update(pipe.stage("figure-5", lambda: figs.flipped_spectrogram(pipe, model, test_npz, GENDER_COMPOSITE,
+                                                                         AUGMENT_FRACTION)))
+
+    # LRP-guided augmentation: the training part with its 0.5 % most relevant bins blurred.
+    def augment():
+        from .augment import write_augmented
+        from .datasets import NpzData
+
+        train_npz = features_stage(pipe, "gender-train", model, files["train"], gender_of, None)
+        val_npz = features_stage(pipe, "gender-val", model, files["val"], gender_of, None)
+        ex = pipe.explainer(model, GENDER_COMPOSITE)
+        target = (out / "data" / "gender-augmented.npz").resolve()
+        info = write_augmented(target, ex, NpzData(train_npz), AUGMENT_FRACTION, extra={"val": NpzData(val_npz)},
+                               progress=pipe.progress)
+        for npz in (train_npz, val_npz):  # only the augmented archive is needed from here on
+            Path(npz).unlink(missing_ok=True)
+        return {"npz": str(target), **info}
+
+    augmented = pipe.stage("augment-gender", augment)
+    train_aug = train_stage(pipe, "gender-augmented", None,
+                            ["alexnet", "--data", augmented["npz"], "--task", "gender", "--init", train["run"],
+                             "--epochs", budget.augment_epochs]
+                            + (["--epoch-size", budget.augment_epoch_size] if budget.augment_epoch_size else []))
+    model_aug = export_stage(pipe, "gender-augmented", train_aug["run"])
+    flip_aug = flip_stage(pipe, "gender-augmented", model_aug, test_npz, GENDER_COMPOSITE, budget)
+    figures.update(pipe.stage("figure-6", lambda: figs.augmented_figure(pipe, flip, flip_aug)))
+
+    return {
+        "corpus": corpus,
+        "split": {part: len(v) for part, v in files.items()},
+        "train": _train_summary(train),
+        "augmented_train": _train_summary(train_aug),
+        "augmentation": {k: v for k, v in augmented.items() if k not in ("finished",)},
+        "models": {"gender": pipe.rel(model), "gender_augmented": pipe.rel(model_aug)},
+        "test_set": pipe.records["features-gender-test"],
+        "flip": _flip_digest(flip),
+        "flip_augmented": _flip_digest(flip_aug),
+        "table1": _table1(flip, flip_aug),
+        "figures": figures,
+    }
+
+
+def _gender_lookup(root: Path):
+    from lrp_onnx.models import data as corpus
+
+    genders = {}
+    try:
+        for u in corpus.read_audiomnist(root):
+            genders[Path(u.path).resolve()] = u.gender
+    except InputError:
+        pass
+
+    def gender_of(path: Path) -> str:
+        path = Path(path).resolve()
+        if path not in genders:
+            raise InputError(f"{path}: no gender known for this recording (not in {root})")
+        return genders[path]
+
+    return gender_of
+
+
+def _train_summary(record: dict) -> dict:
+    s = record.get("summary", {})
+    keys = ("arch", "task", "sizes", "epochs", "best_epoch", "val_acc", "test_acc", "test_balanced_acc",
+            "train_seconds", "device", "threads")
+    return {"run": record.get("run"), "reused": record.get("reused", False),
+            **{k: s[k] for k in keys if k in s}, "epochs_run": len(record.get("epochs_log", []))}
+
+
+def _flip_digest(result: dict) -> dict:
+    from .flip import accuracy_at
+
+    keep = ("samples", "bins", "composite", "steps_percent", "bins_flipped", "auc_ranges", "curves", "ratio",
+            "seconds", "config", "model")
+    digest = {k: result[k] for k in keep if k in result}
+    for curve in digest["curves"].values():
+        curve.pop("per_seed_accuracy", None)
+    order = result["config"]["order"]
+    digest["accuracy_0"] = accuracy_at(result, 0.0, order) if 0.0 in result["steps_percent"] else None
+    digest["accuracy_0_5"] = accuracy_at(result, 0.5, order) if 0.5 in result["steps_percent"] else None
+    digest["random_accuracy_0_5"] = accuracy_at(result, 0.5, "random") if digest["accuracy_0_5"] is not None \
+        and "random" in result["curves"] else None
+    return digest
+
+
+def _table1(flip: dict, flip_aug: dict) -> dict:
+    base, aug = _flip_digest(flip), _flip_digest(flip_aug)
+    return {"AlexNet": {"0%": base["accuracy_0"], "0.5%": base["accuracy_0_5"]},
+            "AlexNet_augmented": {"0%": aug["accuracy_0"], "0.5%": aug["accuracy_0_5"]}}
+
+
+# --------------------------------------------------------------------------- the speaker study
+
+
+def speaker_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
+    from . import study_figures as figs
+
+    if args.speaker_run:
+        train = train_stage(pipe, "speaker", args.speaker_run, [])
+        root = split_files(train["run"])[1]
+        corpus = pipe.stage("corpus-speaker", lambda: {"path": str(root), "synthesised": False,
+                                                       "reused_run": train["run"], **_corpus_counts(root, "speaker")})
+    else:
+        corpus = corpus_stage(pipe, "speaker", args.speaker_data, budget.speakers)
+        train = train_stage(pipe, "speaker", None,
+                            ["resnet", "--data", corpus["path"], "--task", "speaker", "--epochs", budget.speaker_epochs,
+                             "--width", budget.speaker_width])
+    model = export_stage(pipe, "speaker", train["run"])
+    files, _ = split_files(train["run"])
+    test_npz = features_stage(pipe, "speaker-test", model, files["test"], lambda p: Path(p).parent.name,
+                              budget.speaker_test_limit)
+    figures = dict(pipe.stage("figures-7-8-9-11", lambda: figs.speaker_heatmaps(pipe, model, test_npz,
+                                                                                RESNET_COMPOSITES)))
+    flips = {}
+    for key, composite in RESNET_COMPOSITES.items():
+        flips[key] = flip_stage(pipe, f"speaker-{key}", model, test_npz, composite, budget)
+    figures.update(pipe.stage("figures-10-12", lambda: figs.speaker_flip_figures(pipe, flips)))
+    return {
+        "corpus": corpus,
+        "split": {part: len(v) for part, v in files.items()},
+        "train": _train_summary(train),
+        "model": pipe.rel(model),
+        "test_set": pipe.records["features-speaker-test"],
+        "flip": {key: _flip_digest(result) for key, result in flips.items()},
+        "figures": figures,
+    }

@@ -1,0 +1,104 @@
+"""``lrp-onnx serve MODEL.onnx [MODEL2.onnx ...]``: the HTTP service (needs the ``serve`` extra)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+from pathlib import Path
+
+from lrp_onnx.lrp_graph.errors import ConfigError, InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve predictions and explanations over HTTP, with a viewer page",
+        description="Serve models over HTTP (FastAPI + uvicorn; pip install 'lrp-onnx[serve]'). Each MODEL is "
+                    "a path, served under its file name without .onnx, or NAME=PATH. Open http://HOST:PORT/ "
+                    "for the viewer, /docs for the API.")
+    p.add_argument("models", nargs="+", metavar="MODEL.onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=16, metavar="N",
+                   help="most samples per request and per batched run (default 16)")
+    p.add_argument("--max-body-mb", type=float, default=16, metavar="N", help="largest request body (default 16)")
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' on /v1/ (default: $LRP_ONNX_TOKEN if set)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="most seconds a request may wait and run before 503 (default 30)")
+    p.add_argument("--queue-size", type=int, default=64, metavar="N",
+                   help="most requests waiting; more get 503 + Retry-After (default 64)")
+    p.add_argument("--max-audio-s", type=float, default=60.0, metavar="S",
+                   help="longest recording accepted (default 60); longer than the model's window: cropped "
+                        "to the loudest window, or split with segments=split")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime intra-op threads")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="folder of example recordings for the viewer (default: the package's models/examples)")
+    p.set_defaults(func=run)
+
+
+def model_names(specs: list[str]) -> dict[str, str]:
+    """``PATH`` or ``NAME=PATH`` -> {name: path}; names unique."""
+    result: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or os.path.exists(spec):
+            name, path = Path(spec).stem, spec
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such model file")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
+            raise InputError(f"model name '{name}': use letters, digits, '_', '.', '-' (give NAME=PATH)")
+        if name in result:
+            raise InputError(f"two models named '{name}': give one as NAME=PATH")
+        result[name] = path
+    return result
+
+
+def default_examples() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lrp_onnx.models")  # locates the folder without importing it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "examples"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"serve needs the 'serve' extra ({exc.name} is missing): "
+                          "pip install 'lrp-onnx[serve]'") from None
+    from .server import create_app, make_server
+
+    if args.max_batch < 1 or args.queue_size < 1 or args.max_body_mb <= 0 or args.timeout <= 0:
+        raise InputError("--max-batch, --queue-size, --max-body-mb and --timeout must be positive")
+    token = args.token or os.environ.get("LRP_ONNX_TOKEN") or None
+    if not _is_loopback(args.host) and token is None:
+        print(f"lrp-onnx: warning: serving on {args.host} without --token: anyone who can reach it may use it",
+              file=sys.stderr)
+    app = create_app(model_names(args.models), max_batch=args.max_batch, max_body_mb=args.max_body_mb,
+                     token=token, timeout_s=args.timeout, queue_size=args.queue_size, max_audio_s=args.max_audio_s,
+                     threads=args.threads, examples_dir=args.examples or default_examples())
+    names = ", ".join(app.state.served)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {names} on http://{host}:{args.port}/ (API docs: /docs){' with a bearer token' if token else ''}",
+          file=sys.stderr, flush=True)
+    # uvicorn's own connection limit is a backstop (plain-text 503) above the app's JSON one
+    server = make_server(app, args.host, args.port, limit_concurrency=4 * (args.queue_size + args.max_batch + 8),
+                         log_level="info")
+    server.run()
+    return 0

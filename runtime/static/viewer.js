@@ -1,0 +1,194 @@
+// lrp-onnx viewer: plain JavaScript, no build step. Talks to the same server's /v1 API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { models: [], blob: null, name: null, recordingUrl: null, audibleUrl: null };
+
+function token() {
+  return $("token").value.trim();
+}
+
+function headers() {
+  const t = token();
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+function setStatus(text, isError) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", Boolean(isError));
+}
+
+async function api(path, options) {
+  const response = await fetch(path, { ...(options || {}), headers: { ...headers(), ...((options || {}).headers || {}) } });
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try {
+      const body = await response.json();
+      if (body && body.error) message = body.error + " (" + response.status + ")";
+    } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  return o;
+}
+
+function currentModel() {
+  return state.models.find((m) => m.name === $("model").value);
+}
+
+function fillModel() {
+  const model = currentModel();
+  if (!model) return;
+  const composite = $("composite");
+  composite.replaceChildren(...model.composites.map((c) => option(c, c === model.composite ? c + " (default)" : c)));
+  composite.value = model.composite;
+  const target = $("target");
+  const labels = model.labels || Array.from({ length: model.num_classes }, (_, k) => String(k));
+  target.replaceChildren(option("pred", "the predicted class"), ...labels.map((l, k) => option(String(k), l)));
+}
+
+async function loadModels() {
+  const health = await (await fetch("/healthz")).json();
+  $("token-row").hidden = !health.auth_required;
+  if (health.auth_required && !token()) {
+    setStatus("This server needs a token: enter it above.");
+    return false;
+  }
+  const data = await (await api("/v1/models")).json();
+  state.models = data.models;
+  $("model").replaceChildren(...state.models.map((m) => option(m.name, m.task ? m.name + " (" + m.task + ")" : m.name)));
+  fillModel();
+  const examples = await (await api("/v1/examples")).json();
+  $("example").replaceChildren(option("", "-"), ...examples.examples.map((e) => option(e.name, e.name)));
+  setStatus("Ready: upload a recording or pick an example.");
+  return true;
+}
+
+function setAudio(element, blob, key) {
+  if (state[key]) URL.revokeObjectURL(state[key]);
+  state[key] = blob ? URL.createObjectURL(blob) : null;
+  element.src = state[key] || "";
+}
+
+function base64Blob(b64, type) {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type });
+}
+
+function fmt(x, digits) {
+  return x === null || x === undefined ? "-" : Number(x).toFixed(digits);
+}
+
+function show(result) {
+  const model = currentModel();
+  const first = result.samples[0];
+  $("prediction").textContent = first.label;
+  $("confidence").textContent = first.probabilities[first.prediction] !== null
+    ? "(" + (100 * first.probabilities[first.prediction]).toFixed(1) + " %)" : "";
+  $("note").textContent = result.note || "";
+  const rows = result.samples.map((s) => {
+    const tr = document.createElement("tr");
+    const probs = s.probabilities.map((p, k) => ((model.labels || [])[k] || k) + " " + fmt(p, 3)).join(", ");
+    const span = s.start_s !== null && s.start_s !== undefined ? fmt(s.start_s, 2) + " - " + fmt(s.end_s, 2) : "-";
+    for (const text of [span, s.label, probs, s.target_label, fmt(s.relevance_sum, 4)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    return tr;
+  });
+  $("samples").tBodies[0].replaceChildren(...rows);
+  const images = (result.heatmaps_png || []).map((png, i) => {
+    const img = document.createElement("img");
+    img.className = "heatmap";
+    img.alt = "spectrogram and relevance heatmap, window " + (i + 1);
+    img.src = "data:image/png;base64," + png;
+    return img;
+  });
+  $("heatmaps").replaceChildren(...images);
+  if (result.audible_wav) {
+    setAudio($("audible"), base64Blob(result.audible_wav, "audio/wav"), "audibleUrl");
+    $("audible-row").hidden = false;
+  } else {
+    setAudio($("audible"), null, "audibleUrl");
+    $("audible-row").hidden = true;
+  }
+  $("result").hidden = false;
+}
+
+async function explain() {
+  if (!state.blob) {
+    setStatus("Upload a recording or pick an example first.", true);
+    return;
+  }
+  const model = currentModel();
+  if (!model) {
+    setStatus("No model loaded.", true);
+    return;
+  }
+  const params = new URLSearchParams({ relevance: "none", heatmap: "true", audible: "true", segments: "crop" });
+  params.set("composite", $("composite").value);
+  params.set("target", $("target").value);
+  const form = new FormData();
+  form.append("file", state.blob, state.name);
+  $("explain").disabled = true;
+  setStatus("Explaining " + state.name + " with " + model.name + " ...");
+  try {
+    const response = await api("/v1/models/" + encodeURIComponent(model.name) + "/explain?" + params, {
+      method: "POST", body: form,
+    });
+    show(await response.json());
+    setStatus("Explained " + state.name + ".");
+  } catch (error) {
+    setStatus(error.message, true);
+  } finally {
+    $("explain").disabled = false;
+  }
+}
+
+function useBlob(blob, name) {
+  state.blob = blob;
+  state.name = name;
+  if (!name.toLowerCase().endsWith(".npy")) setAudio($("recording"), blob, "recordingUrl");
+  return explain();
+}
+
+async function pickExample() {
+  const name = $("example").value;
+  if (!name) return;
+  $("file").value = "";
+  try {
+    const response = await api("/v1/examples/" + encodeURIComponent(name));
+    await useBlob(await response.blob(), name);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+function pickFile() {
+  const file = $("file").files[0];
+  if (!file) return;
+  $("example").value = "";
+  useBlob(file, file.name);
+}
+
+async function start() {
+  $("model").addEventListener("change", fillModel);
+  $("file").addEventListener("change", pickFile);
+  $("example").addEventListener("change", pickExample);
+  $("explain").addEventListener("click", explain);
+  $("token").addEventListener("change", () => loadModels().catch((e) => setStatus(e.message, true)));
+  try {
+    await loadModels();
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+start();
