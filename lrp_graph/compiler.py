@@ -91,9 +91,10 @@ def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> l
     g = graph.model.graph
     taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
     taken |= {i.name for i in g.input} | {o.name for o in g.output}
-    clash = [n for n in OUTPUT_NAMES if n in taken and n != plan.logits]
+    clash = [n for n in OUTPUT_NAMES + (TARGET_INPUT,) if n in taken and not n == "logits" == plan.logits]
     if clash:
-        raise ModelError(f"the model already uses the value name(s) {clash}, reserved for the explainer's outputs")
+        raise ModelError(f"the model already uses the value name(s) {clash}, reserved for the explainer's "
+                         "inputs and outputs: rename them in the model")
     b = Builder(prefix="lrp", taken=taken)
     ctx = Context(graph=graph, b=b)
 

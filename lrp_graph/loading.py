@@ -31,6 +31,7 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         where = str(model)
     _check_structure(proto, where)
     proto = _normalise_opset(proto, where)
+    _modernise_ir(proto)
     try:
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception as exc:  # onnx raises several types here
@@ -123,6 +124,19 @@ def _normalise_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
             f"{where}: cannot convert opset {default_opset(proto)} to {TARGET_OPSET}: {_first_line(exc)}"
         ) from None
     return converted
+
+
+def _modernise_ir(proto: onnx.ModelProto) -> None:
+    """Lift IR < 4 models (every initializer also a graph input; the explainer adds initializers that are
+    not) to the IR version of their opset, with the initializers dropped from the inputs."""
+    if proto.ir_version >= 4:
+        return
+    version = max(4, onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True))
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    proto.ir_version = version
 
 
 def _first_line(exc: BaseException) -> str:

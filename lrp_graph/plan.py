@@ -130,11 +130,26 @@ def _explained_value(graph: Graph) -> str:
     if value not in graph.carriers:
         raise UnsupportedOperatorError(f"output '{graph.output_name}' does not depend on the model input")
     shape = graph.shape(value)
+    if shape is not None and len(shape) > 2 and shape[1] is not None and all(d == 1 for d in shape[2:]):
+        value, shape = _flatten_unit_axes(graph, value), (shape[0], shape[1])
     if shape is None or len(shape) != 2 or shape[1] is None:
         raise UnsupportedOperatorError(
             f"the explained output '{value}' must have shape (batch, classes) with a static class count, got {shape}"
         )
     return value
+
+
+def _flatten_unit_axes(graph: Graph, value: str) -> str:
+    """Scores shaped (N, C, 1, ...) (a classifier ending in a 1x1 Conv) flattened to (N, C)."""
+    flat = f"{value}/lrp_flat"
+    node = onnx.helper.make_node("Flatten", [value], [flat], name=f"lrp/flatten_scores", axis=1)
+    graph.model.graph.node.append(node)
+    graph.producer[flat] = node
+    graph.consumers.setdefault(value, []).append(node)
+    graph.carriers.add(flat)
+    shape = graph.shape(value)
+    graph.shapes[flat] = (shape[0], shape[1])
+    return flat
 
 
 def _relevance_inputs(node: onnx.NodeProto, graph: Graph) -> list[str]:

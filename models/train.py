@@ -4,7 +4,7 @@ A run directory holds::
 
     last.pt        checkpoint after the latest finished epoch (model, optimizer, RNG
                    states of python/numpy/torch, epoch, best metric, split, config)
-    best.pt        weights of the epoch with the highest validation accuracy
+    best.pt        weights of the epoch with the highest validation accuracy (ties: lower loss)
     metrics.jsonl  one JSON object per epoch (loss, accuracies, seconds)
     split.json     the files (or array sizes) in train/val/test
     summary.json   final numbers: best epoch, validation and test accuracy, times
@@ -246,7 +246,7 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
 
     split_desc = sets.describe()
-    start_epoch, best, train_seconds = 0, {"val_acc": -1.0, "epoch": 0}, 0.0
+    start_epoch, best, train_seconds = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, 0.0
     if config.get("resume"):
         ckpt = load_checkpoint(run_checkpoint(out, "last"))
         saved = ckpt.get("config", {})
@@ -287,9 +287,11 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
         va = evaluate(model, sets.val, device, config["batch_size"], desc="validate", progress=progress)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
-        improved = va["acc"] > best["val_acc"]
+        # best: highest validation accuracy; equal accuracy (e.g. a saturated 1.0) -> lower loss
+        improved = va["acc"] > best["val_acc"] or (
+            va["acc"] == best["val_acc"] and va["loss"] < best.get("val_loss", math.inf))
         if improved:
-            best = {"val_acc": va["acc"], "epoch": epoch}
+            best = {"val_acc": va["acc"], "val_loss": va["loss"], "epoch": epoch}
             atomic_torch_save({**common, "model": model.state_dict(), "epoch": epoch, "best": best}, best_path)
         atomic_torch_save({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "rng": _rng_state(), "epoch": epoch, "best": best, "train_seconds": train_seconds},

@@ -107,6 +107,10 @@ class Explainer:
         inp = next(i for i in self.session.get_inputs() if i.name != TARGET_INPUT)
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape[1:])
+        #: the model's batch size if its input fixes it (then batches run in chunks of that size)
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        if self.fixed_batch:
+            self.batch_size = self.fixed_batch
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
         self.metadata = {p.key: p.value for p in self.source.metadata_props}
         self.labels = self._labels()
@@ -161,6 +165,9 @@ class Explainer:
                 raise InputError(f"input has shape {tuple(x.shape)}; the model expects {self._shape_text()}")
         if x.shape[0] == 0:
             raise InputError("input holds no samples")
+        if self.fixed_batch and x.shape[0] % self.fixed_batch:
+            raise InputError(f"input has {x.shape[0]} sample(s); the model's batch axis is fixed at "
+                             f"{self.fixed_batch}: give a multiple of {self.fixed_batch}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if not finite.all():

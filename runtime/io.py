@@ -22,6 +22,8 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path}: output folder '{path.parent}' does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give the output a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
                                dir=path.parent or ".")
     os.close(fd)

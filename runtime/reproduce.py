@@ -64,6 +64,7 @@ class Budget:
     augment_epoch_size: int | None = None
     speaker_epochs: int = 1
     speaker_width: int = 8
+    speaker_stem_stride: int = 1
     test_limit: int | None = None                    # test samples for the flip experiments
     speaker_test_limit: int | None = None
     steps: str = "0:1:0.1,1:10:1"
@@ -75,10 +76,10 @@ BUDGETS = {
     "tiny": Budget("tiny", digits={"speakers": 8, "female": 4, "reps": 2}, speakers={"speakers": 4, "female": 2, "reps": 6},
                    gender_epochs=1, augment_epochs=1, speaker_epochs=1, speaker_width=8, test_limit=12,
                    speaker_test_limit=8, steps="0,0.5,1,5,10", random_repeats=2, batch_size=8),
-    "quick": Budget("quick", digits={"speakers": 12, "female": 6, "reps": 3},
-                    speakers={"speakers": 8, "female": 4, "reps": 12},
-                    gender_epochs=4, augment_epochs=1, speaker_epochs=8, speaker_width=8, test_limit=96,
-                    speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16),
+    "quick": Budget("quick", digits={"speakers": 16, "female": 8, "reps": 3},
+                    speakers={"speakers": 8, "female": 4, "reps": 16},
+                    gender_epochs=8, augment_epochs=1, speaker_epochs=10, speaker_width=8, speaker_stem_stride=2,
+                    test_limit=64, speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16),
     "full": Budget("full", digits={"speakers": 60, "female": 30, "reps": 20},
                    speakers={"speakers": 40, "female": 20, "reps": 40},
                    gender_epochs=12, gender_epoch_size=2000, augment_epochs=3, augment_epoch_size=2000,
@@ -301,31 +302,37 @@ def _locate(path: str, root: Path) -> Path:
     raise InputError(f"{path}: recording of the training split not found (corpus moved?)")
 
 
+def recording_data(pipe: Pipeline, model: Path, files: list[Path], label_of, limit: int | None = None):
+    """``files`` as model inputs (features from the model's metadata), labels by ``label_of``;
+    a class-balanced, seeded subset of ``limit`` of them if given."""
+    from .datasets import RecordingData, balanced_indices
+    from .features import feature_spec_from_json
+
+    ex = pipe.explainer(model, "epsilon")
+    labels = np.asarray([ex.labels.index(label_of(p)) for p in files], dtype=np.int64)
+    keep = balanced_indices(labels, limit, seed=0) if limit and limit < len(files) else np.arange(len(files))
+    spec = feature_spec_from_json(ex.metadata["lrp_onnx.features"])
+    return RecordingData([files[i] for i in keep], labels[keep], spec, str(model)), ex.labels
+
+
 def features_stage(pipe: Pipeline, name: str, model: Path, files: list[Path], label_of, limit: int | None) -> Path:
     """Model inputs of ``files`` as an .npz (x, y, labels, paths): computed once, reused by
     every experiment on that part."""
     target = (pipe.out / "data" / f"{name}.npz").resolve()
 
     def run():
-        from .datasets import NpzWriter, RecordingData, balanced_indices
+        from .datasets import NpzWriter
 
-        ex = pipe.explainer(model, "epsilon")
-        names = [label_of(p) for p in files]
-        labels = np.asarray([ex.labels.index(n) for n in names], dtype=np.int64)
-        keep = balanced_indices(labels, limit, seed=0) if limit and limit < len(files) else np.arange(len(files))
-        from .features import feature_spec_from_json
-
-        spec = feature_spec_from_json(ex.metadata["lrp_onnx.features"])
-        data = RecordingData([files[i] for i in keep], labels[keep], spec, name)
+        data, names = recording_data(pipe, model, files, label_of, limit)
         with NpzWriter(target) as w:
             w.begin("x", (len(data), *data.input_shape), np.float32)
             for _, x, _ in data.batches(64):
                 w.write(x)
             w.array("y", data.labels)
-            w.array("labels", np.asarray(ex.labels))
+            w.array("labels", np.asarray(names))
             w.array("paths", np.asarray([str(p) for p in data.paths]))
         return {"npz": str(target), "samples": len(data), "of": len(files),
-                "per_class": np.bincount(data.labels, minlength=len(ex.labels)).tolist()}
+                "per_class": np.bincount(data.labels, minlength=len(names)).tolist()}
 
     pipe.stage(f"features-{name}", run, outputs=(target,))
     return target
@@ -387,16 +394,12 @@ def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
     # LRP-guided augmentation: the training part with its 0.5 % most relevant bins blurred.
     def augment():
         from .augment import write_augmented
-        from .datasets import NpzData
 
-        train_npz = features_stage(pipe, "gender-train", model, files["train"], gender_of, None)
-        val_npz = features_stage(pipe, "gender-val", model, files["val"], gender_of, None)
-        ex = pipe.explainer(model, GENDER_COMPOSITE)
+        train_data, _ = recording_data(pipe, model, files["train"], gender_of)
+        val_data, _ = recording_data(pipe, model, files["val"], gender_of)
         target = (out / "data" / "gender-augmented.npz").resolve()
-        info = write_augmented(target, ex, NpzData(train_npz), AUGMENT_FRACTION, extra={"val": NpzData(val_npz)},
-                               progress=pipe.progress)
-        for npz in (train_npz, val_npz):  # only the augmented archive is needed from here on
-            Path(npz).unlink(missing_ok=True)
+        info = write_augmented(target, pipe.explainer(model, GENDER_COMPOSITE), train_data, AUGMENT_FRACTION,
+                               extra={"val": val_data}, progress=pipe.progress)
         return {"npz": str(target), **info}
 
     augmented = pipe.stage("augment-gender", augment)
@@ -487,7 +490,7 @@ def speaker_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
         corpus = corpus_stage(pipe, "speaker", args.speaker_data, budget.speakers)
         train = train_stage(pipe, "speaker", None,
                             ["resnet", "--data", corpus["path"], "--task", "speaker", "--epochs", budget.speaker_epochs,
-                             "--width", budget.speaker_width])
+                             "--width", budget.speaker_width, "--stem-stride", budget.speaker_stem_stride])
     model = export_stage(pipe, "speaker", train["run"])
     files, _ = split_files(train["run"])
     test_npz = features_stage(pipe, "speaker-test", model, files["test"], lambda p: Path(p).parent.name,

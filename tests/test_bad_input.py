@@ -255,9 +255,6 @@ def test_bad_target(cli, tiny_cnn, input_npy, out_dir, target, needles):
     assert not os.listdir(out_dir)
 
 
-@pytest.mark.xfail(reason="lead decides: -1 is the Explainer's 'predicted class' sentinel; on the CLI the contract "
-                          "is --target pred|K, so a user's -1 (Python's 'last class'?) silently explains the "
-                          "prediction", strict=True)
 def test_target_minus_one_is_rejected_on_the_cli(cli, tiny_cnn, input_npy, out_dir):
     assert_clean_error(cli(*explain_args(tiny_cnn, input_npy, out_dir, "--target", "-1")), "-1")
 

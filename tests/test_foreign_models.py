@@ -248,9 +248,6 @@ def test_shipped_inception_v2(tmp_path):
     np.testing.assert_array_equal(ex.predict(x), e.logits)
 
 
-@pytest.mark.xfail(strict=True, reason="lead decides: the variadic Sum operator (Caffe2/onnx ResNets' residual "
-                                       "'+', e.g. onnx's light_resnet50) has no handler; registering the Sum "
-                                       "handler for it (Norm rule over all inputs) would cover it")
 def test_variadic_sum_residual(build_model):
     rng = np.random.default_rng(0)
     nodes = [node("Conv", ["x", "Wa"], "a", pads=[1, 1, 1, 1]), node("Conv", ["x", "Wb"], "b"),
@@ -262,8 +259,6 @@ def test_variadic_sum_residual(build_model):
     np.testing.assert_allclose(e.relevance_sums, e.target_logits, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="lead decides: classifiers ending in a 1x1 Conv (onnx's light_squeezenet, "
-                                       "light_densenet121) output (N, C, 1, 1); the compiler only explains (N, C)")
 def test_output_with_unit_spatial_axes(build_model):
     rng = np.random.default_rng(0)
     nodes = [node("Conv", ["x", "W"], "c"), node("Relu", ["c"], "r"), node("GlobalAveragePool", ["r"], "g"),

@@ -103,4 +103,5 @@ for _op in ("Identity", "Dropout", "Cast"):
     register_op(_op, PassThrough)
 register_op("Add", Sum)
 register_op("Sub", Sum)
+register_op("Sum", Sum)  # variadic residual sums (Caffe2 / onnx model zoo ResNets)
 register_op("Mul", Gate)

@@ -44,9 +44,12 @@ def _target(text: str):
     if text == "pred":
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise InputError(f"--target must be 'pred' or a class index, got '{text}'") from None
+    if value < 0:
+        raise InputError(f"--target {value} is out of range: give 'pred' or a class index (0 or more)")
+    return value
 
 
 def run(args) -> int:
@@ -64,6 +67,10 @@ def run(args) -> int:
         single = raw.ndim == len(explainer.input_shape)
         x = raw
     e = explainer.explain(x, target=target)
+    if args.audio and recording is None:  # checked before any output is written
+        raise InputError("--audio needs a recording as INPUT")
+    if args.plot and not 0 <= args.plot_index < len(e.relevance):
+        raise InputError(f"--plot-index {args.plot_index} is out of range (0 to {len(e.relevance) - 1})")
     relevance = e.relevance[0] if single else e.relevance
     if args.output:
         save_npy(args.output, relevance.astype(np.float32))
