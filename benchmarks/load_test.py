@@ -8,8 +8,9 @@ Without ``--url`` it starts ``lrp-onnx serve MODEL`` on a free loopback port and
 afterwards. It sends ``--warmup`` requests, reads the server's resident memory, sends
 ``--requests`` explain requests (recordings, round-robin) from ``--clients`` threads, reads
 the memory again, and reports throughput, p50/p99 latency, the count of 503s (deliberate
-overload answers) and of other errors, and the memory before and after. Bounded: a fixed
-request count and ``--max-seconds``; loopback only.
+overload answers) and of other errors, and the memory before and after (``--rounds N``
+repeats the run to show whether memory keeps growing). Bounded: a fixed request count per
+round and ``--max-seconds`` per round; loopback only.
 """
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the measured run; figures are the last round's, memory after each")
     parser.add_argument("--relevance", choices=("json", "npy", "none"), default="json")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--queue-size", type=int, default=64)
@@ -166,10 +169,13 @@ def main(argv=None) -> int:
     try:
         run_load(target, bodies, args.warmup, args.clients, args.relevance, args.max_seconds)
         rss_before = target.rss()
-        latencies, statuses, wall = run_load(target, bodies, args.requests, args.clients, args.relevance,
-                                             args.max_seconds)
-        time.sleep(1.0)
-        rss_after = target.rss()
+        rss_rounds = []
+        for _ in range(args.rounds):  # later rounds show whether memory keeps growing
+            latencies, statuses, wall = run_load(target, bodies, args.requests, args.clients, args.relevance,
+                                                 args.max_seconds)
+            time.sleep(1.0)
+            rss_rounds.append(target.rss())
+        rss_after = rss_rounds[-1]
         stats = target.stats()
     finally:
         target.close()
@@ -187,12 +193,14 @@ def main(argv=None) -> int:
         "mean_batch": round(stats.get("mean_batch", 0.0), 2), "largest_batch": stats.get("largest_batch"),
         "rss_before_mb": round(rss_before / 2**20, 1) if rss_before else None,
         "rss_after_mb": round(rss_after / 2**20, 1) if rss_after else None,
+        "rss_after_each_round_mb": [round(r / 2**20, 1) if r else None for r in rss_rounds],
     }
     print(f"{result['requests']} explain requests from {args.clients} clients to {target.model} "
           f"in {result['seconds']} s: {result['throughput_rps']} requests/s; latency p50 {result['p50_ms']} ms, "
           f"p99 {result['p99_ms']} ms; {ok} ok, {busy} busy (503), {errors} errors; batches: mean "
           f"{result['mean_batch']}, largest {result['largest_batch']}; server RSS {result['rss_before_mb']} MB "
-          f"before, {result['rss_after_mb']} MB after")
+          f"before, {result['rss_after_mb']} MB after"
+          + (f" (after each round: {result['rss_after_each_round_mb']})" if args.rounds > 1 else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if errors == 0 else 1

@@ -83,7 +83,14 @@ def export_module(
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # temp files are private (0600); a model file is not
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _to_onnx(module, x, opset: int, dynamo: bool, input_name: str, output_name: str) -> onnx.ModelProto:

@@ -95,34 +95,49 @@ def augment_batch(x: np.ndarray, relevance: np.ndarray, fraction: float) -> np.n
 
 
 def write_augmented(path, explainer, data, fraction: float, *, extra: dict | None = None,
-                    progress: bool = True) -> dict:
+                    control=None, progress: bool = True) -> dict:
     """Write ``path`` (.npz): ``x`` = ``data``'s inputs with each sample's top ``fraction``
     most relevant bins (for its label) set to their Moore mean, ``y`` its labels,
     ``labels`` the model's class names; ``extra`` = ``{"val": data, "test": data}`` adds
     ``x_val``/``y_val``, ``x_test``/``y_test`` unchanged (what ``lrp-onnx train`` reads).
+    ``control``: a second path that gets the same archive with ``x`` left unchanged
+    (for training a control model on exactly the same inputs, unaugmented).
 
-    Streams batch by batch; the file appears only when complete. Returns counts.
+    Streams batch by batch; the files appear only when complete. Returns counts.
     """
+    from contextlib import ExitStack
+
     from .datasets import NpzWriter
 
     fraction = check_fraction(fraction)
     bins = int(np.prod(data.input_shape))
     batch_size = 32
-    with NpzWriter(path) as writer:
-        writer.begin("x", (len(data), *data.input_shape), np.float32)
+    with ExitStack() as stack:
+        writers = [stack.enter_context(NpzWriter(p)) for p in ([path] + ([control] if control else []))]
+        for w in writers:
+            w.begin("x", (len(data), *data.input_shape), np.float32)
+        changed = 0
         for _, x, y in _progress(data, batch_size, progress, "augment"):
             e = explainer.explain(x, target=y)
-            writer.write(augment_batch(x, e.relevance, fraction))
-        writer.array("y", data.labels.astype(np.int64))
-        if explainer.labels:
-            writer.array("labels", np.asarray(explainer.labels))
+            augmented = augment_batch(x, e.relevance, fraction)
+            changed += int((augmented != x).sum())
+            writers[0].write(augmented)
+            if control:
+                writers[1].write(x)
+        for w in writers:
+            w.array("y", data.labels.astype(np.int64))
+            if explainer.labels:
+                w.array("labels", np.asarray(explainer.labels))
         for name, part in (extra or {}).items():
-            writer.begin(f"x_{name}", (len(part), *part.input_shape), np.float32)
+            for w in writers:
+                w.begin(f"x_{name}", (len(part), *part.input_shape), np.float32)
             for _, x, _ in _progress(part, batch_size, progress, f"copy {name}"):
-                writer.write(x)
-            writer.array(f"y_{name}", part.labels.astype(np.int64))
+                for w in writers:
+                    w.write(x)
+            for w in writers:
+                w.array(f"y_{name}", part.labels.astype(np.int64))
     return {"samples": len(data), "bins_per_sample": top_count(fraction, bins), "fraction": fraction,
-            **{f"{name}_samples": len(part) for name, part in (extra or {}).items()}}
+            "bins_changed": changed, **{f"{name}_samples": len(part) for name, part in (extra or {}).items()}}
 
 
 def _progress(data, batch_size: int, progress: bool, desc: str):

@@ -245,11 +245,13 @@ class FlipTally:
 # --------------------------------------------------------------------------- one batch
 
 
-def flip_batch(explainer, x: np.ndarray, y: np.ndarray, config: FlipConfig, start: int = 0):
+def flip_batch(explainer, x: np.ndarray, y: np.ndarray, config: FlipConfig, start: int = 0, ranker=None):
     """Correct counts and target-logit sums (per curve, per step) for one batch.
 
     ``x`` (B, *input_shape), ``y`` (B,) labels, ``start`` the global index of ``x[0]``
-    (seeds the random orders). Returns ``(correct, logit_sum)`` dicts of (S,) arrays.
+    (seeds the random orders). ``ranker``: another explainer whose relevance orders the
+    bins (does model B still need the bins model A relied on?); default ``explainer``.
+    Returns ``(correct, logit_sum)`` dicts of (S,) arrays.
     """
     x = explainer.check_input(x)
     y = np.asarray(y, dtype=np.int64)
@@ -260,9 +262,13 @@ def flip_batch(explainer, x: np.ndarray, y: np.ndarray, config: FlipConfig, star
     indices = np.arange(start, start + batch)
 
     relevance = None
-    if config.order != "random":
+    if config.order != "random" and ranker is None:
         e = explainer.explain(x, target=y if config.target == "label" else None)
         logits0, targets, relevance = e.logits, e.targets, e.relevance
+    elif config.order != "random":
+        logits0 = explainer.predict(x)
+        targets = y if config.target == "label" else logits0.argmax(axis=1)
+        relevance = ranker.explain(x, target=targets).relevance
     else:
         logits0 = explainer.predict(x)
         targets = y if config.target == "label" else logits0.argmax(axis=1)
@@ -334,9 +340,13 @@ def _run_perturbed(explainer, x, base, orders, counts, logits) -> None:
 # --------------------------------------------------------------------------- a whole run
 
 
-def _fingerprint(explainer, data_identity: str, config: FlipConfig) -> str:
+def _fingerprint(explainer, data_identity: str, config: FlipConfig, ranker=None) -> str:
+    """What the results depend on (the batch size does not change them)."""
+    settings = {k: v for k, v in asdict(config).items() if k != "batch_size"}
     text = json.dumps({"model": explainer.digest, "composite": explainer.composite.model_dump_json(),
-                       "data": data_identity, "config": asdict(config)}, sort_keys=True)
+                       "data": data_identity, "config": settings,
+                       "ranker": None if ranker is None else [ranker.digest, ranker.composite.model_dump_json()]},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -346,8 +356,10 @@ def partial_path(results_path: str | Path) -> Path:
 
 
 def run_flip(explainer, data, config: FlipConfig, *, results_path: str | Path | None = None,
-             resume: bool = False, progress: bool = True, info: dict | None = None, log=None) -> dict:
-    """Pixel-flip every sample of ``data`` (see :mod:`lrp_onnx.runtime.datasets`).
+             resume: bool = False, progress: bool = True, info: dict | None = None, log=None,
+             ranker=None) -> dict:
+    """Pixel-flip every sample of ``data`` (see :mod:`lrp_onnx.runtime.datasets`); the bins
+    are ordered by ``ranker``'s relevance if given (see :func:`flip_batch`).
 
     With ``results_path`` the running tallies are saved atomically after every batch to
     ``RESULTS.partial`` and the summary to ``results_path`` at the end; ``resume=True``
@@ -355,7 +367,7 @@ def run_flip(explainer, data, config: FlipConfig, *, results_path: str | Path | 
     Returns the summary (see :func:`summarize`).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    fingerprint = _fingerprint(explainer, data.identity(), config)
+    fingerprint = _fingerprint(explainer, data.identity(), config, ranker)
     tally = FlipTally(list(config.steps), config.curves)
     seconds = 0.0
     state_path = partial_path(results_path) if results_path else None
@@ -386,7 +398,7 @@ def run_flip(explainer, data, config: FlipConfig, *, results_path: str | Path | 
     try:
         for start, x, y in data.batches(config.batch_size, start=tally.n):
             t0 = time.perf_counter()
-            correct, logit_sum = flip_batch(explainer, x, y, config, start)
+            correct, logit_sum = flip_batch(explainer, x, y, config, start, ranker)
             tally.add(len(y), correct, logit_sum)
             seconds += time.perf_counter() - t0
             if state_path is not None:

@@ -64,6 +64,9 @@ def _add_flip(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random orders (and noise)")
     p.add_argument("--target", default="label", choices=("label", "pred"),
                    help="explain the true label (default) or the predicted class")
+    p.add_argument("--rank-by", metavar="OTHER.onnx",
+                   help="order the bins by this model's relevance (same composite) instead of MODEL's own: "
+                        "does MODEL still need the bins OTHER relied on?")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per explain pass (default 32)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use a class-balanced, seeded subset of N samples")
@@ -103,11 +106,19 @@ def run_flip_command(args) -> int:
     if args.resume and output is None:
         raise InputError("--resume needs -o RESULTS.json (the results file of the interrupted run)")
     explainer = Explainer(args.model, threads=args.threads, **composite_kwargs(args, model_metadata(args.model)))
+    ranker = None
+    if args.rank_by:
+        if args.order == "random":
+            raise InputError("--rank-by orders bins by relevance: it does not go with --order random")
+        ranker = Explainer(args.rank_by, threads=args.threads, composite=explainer.composite)
+        if tuple(ranker.input_shape) != tuple(explainer.input_shape):
+            raise InputError(f"--rank-by {args.rank_by}: its input shape {ranker.input_shape} differs from "
+                             f"MODEL's {explainer.input_shape}")
     data = open_data(args.data, explainer, limit=args.limit, seed=args.seed)
     info = {"model": str(args.model), "model_digest": explainer.digest, "composite": explainer.composite.name,
-            "labels": explainer.labels}
+            "labels": explainer.labels, "ranked_by": str(args.rank_by) if args.rank_by else None}
     result = run_flip(explainer, data, config, results_path=output, resume=args.resume,
-                      progress=not args.no_progress, info=info)
+                      progress=not args.no_progress, info=info, ranker=ranker)
     if plot is not None:
         plot_curves(result, plot, title=f"{Path(args.model).name}: {explainer.composite.name}, "
                                          f"{result['samples']} samples")
@@ -136,7 +147,11 @@ def format_table(result: dict) -> str:
         if "random" in curves:
             row += f" {curves['random']['accuracy'][i]:>11.4f} {curves['random']['accuracy_std'][i]:>6.4f}"
         lines.append(row)
+    shown = set()
     for key, (lo, hi) in result["auc_ranges"].items():
+        if (lo, hi) in shown:
+            continue
+        shown.add((lo, hi))
         parts = [f"AUC {lo:g}-{hi:g} %:"]
         if order in curves:
             parts.append(f"{order} {curves[order]['auc'][key]:.4f}")

@@ -77,13 +77,13 @@ def save_heatmap(
     """Write a PNG: the heatmap alone, and (with ``background``) over the input."""
     plt = _pyplot()
     panels = 2 if (background is not None and side_by_side) else 1
-    fig, ax_list = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
+    fig, ax_list = plt.subplots(1, panels, figsize=(5.6 * panels, 4.4), squeeze=False, layout="constrained")
     image = draw_heatmap(ax_list[0, 0], relevance, None if panels == 2 else background, axes)
     ax_list[0, 0].set_title("relevance" if panels == 2 else "relevance over input")
     if panels == 2:
         draw_heatmap(ax_list[0, 1], relevance, background, axes)
         ax_list[0, 1].set_title("relevance over input")
-    fig.colorbar(image, ax=list(ax_list[0]), shrink=0.85, label="relevance (red: for, blue: against)")
+    fig.colorbar(image, ax=list(ax_list[0]), shrink=0.9, label="relevance (red: for, blue: against)")
     if title:
         fig.suptitle(title)
     with atomic_write(path, suffix=".png") as tmp:

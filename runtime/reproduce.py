@@ -62,6 +62,7 @@ class Budget:
     gender_epoch_size: int | None = None             # a fresh random subset of this size per epoch
     augment_epochs: int = 1
     augment_epoch_size: int | None = None
+    augment_limit: int | None = None                 # training inputs augmented (class-balanced subset)
     speaker_epochs: int = 1
     speaker_width: int = 8
     speaker_stem_stride: int = 1
@@ -82,7 +83,7 @@ BUDGETS = {
                     test_limit=64, speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16),
     "full": Budget("full", digits={"speakers": 60, "female": 30, "reps": 20},
                    speakers={"speakers": 40, "female": 20, "reps": 40},
-                   gender_epochs=12, gender_epoch_size=2000, augment_epochs=3, augment_epoch_size=2000,
+                   gender_epochs=12, gender_epoch_size=2000, augment_epochs=3, augment_epoch_size=2000, augment_limit=3000,
                    speaker_epochs=40, speaker_width=16, test_limit=500, speaker_test_limit=200,
                    steps="0:1:0.1,1:10:1", random_repeats=3, batch_size=32),
 }
@@ -243,8 +244,9 @@ def train_stage(pipe: Pipeline, name: str, reuse: str | None, argv: list) -> dic
     def run():
         if reuse:
             run_dir = Path(reuse).resolve()
-            if not (run_dir / "best.pt").exists():
-                raise InputError(f"{run_dir}: not a finished training run (no best.pt)")
+            if not (run_dir / "best.pt").exists() or not (run_dir / "summary.json").exists():
+                raise InputError(f"{run_dir}: not a finished training run (no best.pt and summary.json yet); "
+                                 "rerun when it has finished")
         else:
             run_dir = (pipe.out / "runs" / name).resolve()
             resume = ["--resume"] if (run_dir / "last.pt").exists() else []
@@ -338,8 +340,11 @@ def features_stage(pipe: Pipeline, name: str, model: Path, files: list[Path], la
     return target
 
 
-def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, budget: Budget) -> dict:
-    """Pixel-flipping (zero baseline, LRP order vs random) of a model on a feature .npz."""
+def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, budget: Budget, *,
+               random: bool = True, ranker: Path | None = None) -> dict:
+    """Pixel-flipping (zero baseline, LRP order, with the random reference unless
+    ``random=False``) of a model on a feature .npz; bins ordered by ``ranker``'s relevance
+    if given, else the model's own."""
     results = (pipe.out / "results" / f"flip-{name}.json").resolve()
 
     def run():
@@ -348,11 +353,13 @@ def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, bud
 
         ex = pipe.explainer(model, composite)
         config = FlipConfig(steps=parse_steps(budget.steps).tolist(), baseline="zero", order="morf",
-                            random_repeats=budget.random_repeats, seed=0, target="label",
+                            random_repeats=budget.random_repeats if random else 0, seed=0, target="label",
                             batch_size=budget.batch_size)
-        info = {"model": pipe.rel(model), "composite": ex.composite.name, "labels": ex.labels}
+        info = {"model": pipe.rel(model), "composite": ex.composite.name, "labels": ex.labels,
+                "ranked_by": pipe.rel(ranker) if ranker else None}
         summary = run_flip(ex, NpzData(npz), config, results_path=results, resume=True,
-                           progress=pipe.progress, info=info)
+                           progress=pipe.progress, info=info,
+                           ranker=pipe.explainer(ranker, composite) if ranker else None)
         return {"results": str(results), "seconds_flip": summary["seconds"]}
 
     pipe.stage(f"flip-{name}", run, outputs=(results,))
@@ -391,37 +398,53 @@ def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
     figures.update(pipe.stage("figure-5", lambda: figs.flipped_spectrogram(pipe, model, test_npz, GENDER_COMPOSITE,
                                                                          AUGMENT_FRACTION)))
 
-    # LRP-guided augmentation: the training part with its 0.5 % most relevant bins blurred.
+    # LRP-guided augmentation: the training part with its 0.5 % most relevant bins blurred, and a
+    # control: the same inputs unchanged, trained for exactly as long from the same model.
     def augment():
         from .augment import write_augmented
 
-        train_data, _ = recording_data(pipe, model, files["train"], gender_of)
+        train_data, _ = recording_data(pipe, model, files["train"], gender_of, budget.augment_limit)
         val_data, _ = recording_data(pipe, model, files["val"], gender_of)
         target = (out / "data" / "gender-augmented.npz").resolve()
+        control = (out / "data" / "gender-control.npz").resolve()
         info = write_augmented(target, pipe.explainer(model, GENDER_COMPOSITE), train_data, AUGMENT_FRACTION,
-                               extra={"val": val_data}, progress=pipe.progress)
-        return {"npz": str(target), **info}
+                               extra={"val": val_data}, control=control, progress=pipe.progress)
+        return {"npz": str(target), "control_npz": str(control), **info}
 
     augmented = pipe.stage("augment-gender", augment)
-    train_aug = train_stage(pipe, "gender-augmented", None,
-                            ["alexnet", "--data", augmented["npz"], "--task", "gender", "--init", train["run"],
-                             "--epochs", budget.augment_epochs]
-                            + (["--epoch-size", budget.augment_epoch_size] if budget.augment_epoch_size else []))
-    model_aug = export_stage(pipe, "gender-augmented", train_aug["run"])
-    flip_aug = flip_stage(pipe, "gender-augmented", model_aug, test_npz, GENDER_COMPOSITE, budget)
-    figures.update(pipe.stage("figure-6", lambda: figs.augmented_figure(pipe, flip, flip_aug)))
+    further = {}
+    for name, npz in (("augmented", augmented["npz"]), ("control", augmented["control_npz"])):
+        run = train_stage(pipe, f"gender-{name}", None,
+                          ["alexnet", "--data", npz, "--task", "gender", "--init", train["run"],
+                           "--epochs", budget.augment_epochs]
+                          + (["--epoch-size", budget.augment_epoch_size] if budget.augment_epoch_size else []))
+        onnx_path = export_stage(pipe, f"gender-{name}", run["run"])
+        # each model flipped in the order of its own relevance, and of the original model's
+        own = flip_stage(pipe, f"gender-{name}", onnx_path, test_npz, GENDER_COMPOSITE, budget,
+                         random=name == "augmented")
+        transfer = flip_stage(pipe, f"gender-{name}-original-bins", onnx_path, test_npz, GENDER_COMPOSITE, budget,
+                              random=False, ranker=model)
+        further[name] = {"train": run, "model": onnx_path, "flip": own, "transfer": transfer}
+    aug, ctl = further["augmented"], further["control"]
+    figures.update(pipe.stage("figure-6", lambda: figs.augmented_figure(pipe, flip, aug["flip"], ctl["flip"],
+                                                                        aug["transfer"], ctl["transfer"])))
 
     return {
         "corpus": corpus,
         "split": {part: len(v) for part, v in files.items()},
         "train": _train_summary(train),
-        "augmented_train": _train_summary(train_aug),
+        "augmented_train": _train_summary(aug["train"]),
+        "control_train": _train_summary(ctl["train"]),
         "augmentation": {k: v for k, v in augmented.items() if k not in ("finished",)},
-        "models": {"gender": pipe.rel(model), "gender_augmented": pipe.rel(model_aug)},
+        "models": {"gender": pipe.rel(model), "gender_augmented": pipe.rel(aug["model"]),
+                   "gender_control": pipe.rel(ctl["model"])},
         "test_set": pipe.records["features-gender-test"],
         "flip": _flip_digest(flip),
-        "flip_augmented": _flip_digest(flip_aug),
-        "table1": _table1(flip, flip_aug),
+        "flip_augmented": _flip_digest(aug["flip"]),
+        "flip_control": _flip_digest(ctl["flip"]),
+        "flip_augmented_original_bins": _flip_digest(aug["transfer"]),
+        "flip_control_original_bins": _flip_digest(ctl["transfer"]),
+        "table1": _table1(flip, aug, ctl),
         "figures": figures,
     }
 
@@ -469,10 +492,16 @@ def _flip_digest(result: dict) -> dict:
     return digest
 
 
-def _table1(flip: dict, flip_aug: dict) -> dict:
-    base, aug = _flip_digest(flip), _flip_digest(flip_aug)
-    return {"AlexNet": {"0%": base["accuracy_0"], "0.5%": base["accuracy_0_5"]},
-            "AlexNet_augmented": {"0%": aug["accuracy_0"], "0.5%": aug["accuracy_0_5"]}}
+def _table1(flip: dict, aug: dict, ctl: dict) -> dict:
+    """Accuracy at 0 % and 0.5 % flipped (own relevance; and at the original model's bins)."""
+    base = _flip_digest(flip)
+    table = {"AlexNet": {"0%": base["accuracy_0"], "0.5%": base["accuracy_0_5"],
+                         "0.5% original bins": base["accuracy_0_5"]}}
+    for name, runs in (("AlexNet_control", ctl), ("AlexNet_augmented", aug)):
+        own, transfer = _flip_digest(runs["flip"]), _flip_digest(runs["transfer"])
+        table[name] = {"0%": own["accuracy_0"], "0.5%": own["accuracy_0_5"],
+                       "0.5% original bins": transfer["accuracy_0_5"]}
+    return table
 
 
 # --------------------------------------------------------------------------- the speaker study

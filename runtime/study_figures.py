@@ -117,12 +117,19 @@ def flipped_spectrogram(pipe, model: Path, test_npz: Path, composite, fraction: 
             else None}
 
 
-def augmented_figure(pipe, flip: dict, flip_aug: dict) -> dict:
-    """Figure 6: the model and the model trained further on LRP-augmented data."""
+def augmented_figure(pipe, flip: dict, flip_aug: dict, flip_control: dict, transfer_aug: dict,
+                     transfer_control: dict) -> dict:
+    """Figure 6: the model, the model trained further on LRP-augmented data and the control
+    (trained as long on the same inputs unchanged), each flipped in the order of its own
+    relevance; and 6b: the two further-trained models flipped at the original model's bins."""
     path = _figure(pipe, "fig6-augmented-flip.png")
-    plot_curves([("AlexNet", flip), ("AlexNet augmented", flip_aug)], path, panels=[10.0, 1.0],
-                title="accuracy vs bins set to 0: before and after LRP-guided augmentation")
-    return {"figure_6": pipe.rel(path)}
+    plot_curves([("AlexNet", flip), ("AlexNet augmented", flip_aug), ("AlexNet control", flip_control)], path,
+                panels=[10.0, 1.0], title="accuracy vs bins set to 0, each model in the order of its own relevance")
+    path_b = _figure(pipe, "fig6b-original-bins.png")
+    plot_curves([("AlexNet", flip), ("augmented, AlexNet's bins", transfer_aug),
+                 ("control, AlexNet's bins", transfer_control)], path_b, panels=[10.0, 1.0],
+                title="accuracy vs bins set to 0, in the order of the original AlexNet's relevance")
+    return {"figure_6": pipe.rel(path), "figure_6b": pipe.rel(path_b)}
 
 
 def speaker_heatmaps(pipe, model: Path, test_npz: Path, composites: dict) -> dict:

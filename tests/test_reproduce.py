@@ -74,11 +74,16 @@ def test_reproduce_tiny_runs_every_stage_and_resumes(corpora, tmp_path, capsys):
     assert "12.3 %" in report and "28.4 %" in report  # the study's numbers, beside ours
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
-    for number in ("1-2-female", "3-gender", "4-gender", "5", "6", "7", "8", "9", "10", "11", "12"):
+    for number in ("1-2-female", "3-gender", "4-gender", "5", "6-", "6b", "7", "8", "9", "10", "11", "12"):
         assert any(p.name.startswith(f"fig{number}") for p in (out / "figures").iterdir()), number
     assert set(results["speaker"]["flip"]) == {"lrp0", "epsilon", "epsilon-gamma"}
     assert g["augmentation"]["bins_per_sample"] == round(0.005 * 227 * 227)
-    assert (out / "models" / "gender-augmented.onnx").exists()
+    assert (out / "models" / "gender-augmented.onnx").exists() and (out / "models" / "gender-control.onnx").exists()
+    assert set(g["table1"]) == {"AlexNet", "AlexNet_control", "AlexNet_augmented"}
+    transfer = json.loads((out / "results" / "flip-gender-augmented-original-bins.json").read_text())
+    assert transfer["ranked_by"] == "models/gender.onnx" and "random" not in transfer["curves"]
+    assert g["table1"]["AlexNet_augmented"]["0.5% original bins"] == transfer["curves"]["morf"]["accuracy"][
+        transfer["steps_percent"].index(0.5)]
 
     # a second invocation reuses every stage; a removed result is recomputed alone
     (out / "results" / "flip-speaker-lrp0.json").unlink()
