@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "stats"], help="ResNet temporal pooling")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="decoded-waveform cache (default $LRP_ONNX_CACHE or ~/.cache/lrp-onnx)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy shared CPU, 1 can be faster than several)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p

@@ -262,16 +262,14 @@ def flip_batch(explainer, x: np.ndarray, y: np.ndarray, config: FlipConfig, star
     indices = np.arange(start, start + batch)
 
     relevance = None
-    if config.order != "random" and ranker is None:
+    if config.order == "random" or ranker is not None:
+        logits0 = explainer.predict(x)
+        targets = y if config.target == "label" else logits0.argmax(axis=1)
+        if config.order != "random":
+            relevance = ranker.explain(x, target=targets).relevance
+    else:  # one pass gives the unperturbed logits and the relevance
         e = explainer.explain(x, target=y if config.target == "label" else None)
         logits0, targets, relevance = e.logits, e.targets, e.relevance
-    elif config.order != "random":
-        logits0 = explainer.predict(x)
-        targets = y if config.target == "label" else logits0.argmax(axis=1)
-        relevance = ranker.explain(x, target=targets).relevance
-    else:
-        logits0 = explainer.predict(x)
-        targets = y if config.target == "label" else logits0.argmax(axis=1)
 
     base = baseline_values(x, config.baseline, lambda n: _sample_rng(config.seed, 1, indices[n])).reshape(batch, -1)
     orders = {}

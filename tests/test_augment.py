@@ -150,3 +150,21 @@ def test_npz_writer_is_atomic_and_npz_data_streams_rows(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", x=x, y=np.arange(9))  # deflated members stream too
     assert (NpzData(tmp_path / "c.npz").inputs(2, 6) == x[2:6]).all()
     json.dumps(data.describe())
+
+
+def test_write_augmented_control_archive_holds_the_same_inputs_unchanged(tmp_path):
+    from lrp_onnx.runtime.augment import write_augmented
+    from lrp_onnx.runtime.datasets import ArrayData
+
+    model = tmp_path / "cnn.onnx"
+    tiny_cnn(model)
+    ex = Explainer(model)
+    x = np.random.default_rng(4).standard_normal((10, 1, 16, 16)).astype(np.float32)
+    y = np.arange(10) % 2
+    info = write_augmented(tmp_path / "aug.npz", ex, ArrayData(x, y), 0.05, extra={"val": ArrayData(x[:3], y[:3])},
+                           control=tmp_path / "control.npz", progress=False)
+    with np.load(tmp_path / "aug.npz") as aug, np.load(tmp_path / "control.npz") as control:
+        assert sorted(aug.files) == sorted(control.files)
+        assert (control["x"] == x).all() and (control["y"] == aug["y"]).all()
+        assert (aug["x_val"] == control["x_val"]).all()
+        assert info["bins_changed"] == int((aug["x"] != x).sum()) > 0

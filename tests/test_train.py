@@ -50,16 +50,17 @@ def speakers(tmp_path_factory):
 
 def train_args(data, out, cache, *extra):
     return ["train", "alexnet", "--data", str(data), "--task", "gender", "--out", str(out), "--cache", str(cache),
-            "--batch-size", "4", "--test-fraction", "0.25", "--val-fraction", "0.25", "--no-progress", *extra]
+            "--batch-size", "4", "--test-fraction", "0.25", "--val-fraction", "0.25", "--val-limit", "4", "--test-limit", "4",
+            "--no-progress", *extra]
 
 
 def test_alexnet_trains_one_epoch_and_logs_metrics(digits, tmp_path):
     run = tmp_path / "run"
-    assert main(train_args(digits, run, tmp_path / "cache", "--epochs", "1", "--limit", "8", "--test-limit", "4")) == 0
+    assert main(train_args(digits, run, tmp_path / "cache", "--epochs", "1", "--limit", "8")) == 0
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1] and 0 <= metrics[0]["val_acc"] <= 1
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["sizes"] == {"train": 8, "val": 8, "test": 4}
+    assert summary["sizes"] == {"train": 8, "val": 4, "test": 4}
     assert 0 <= summary["test_acc"] <= 1
     split = json.loads((run / "split.json").read_text())["split"]
     assert split["method"] == "voice"

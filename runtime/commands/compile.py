@@ -7,6 +7,7 @@ import onnxruntime as ort
 from lrp_onnx.lrp_graph import compile_explainer
 from lrp_onnx.lrp_graph.errors import ModelError
 from lrp_onnx.runtime.io import atomic_write
+from lrp_onnx.runtime.triton import add_triton_args, write_from_args
 
 from .common import add_composite_args, composite_kwargs, model_metadata
 
@@ -20,6 +21,7 @@ def add_parser(sub) -> None:
     add_composite_args(p)
     p.add_argument("--layer-sums", action="store_true",
                    help="also output each step's relevance sum per sample (conservation checks)")
+    add_triton_args(p)
     p.set_defaults(func=run)
 
 
@@ -35,4 +37,5 @@ def run(args) -> int:
         ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])  # loads in a plain session
     print(f"wrote {args.output} (composite {kwargs['composite']}, {len(explainer.plan.steps)} steps, "
           f"{len(data) / 1e6:.1f} MB)")
+    write_from_args(args, data)
     return 0
