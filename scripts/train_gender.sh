@@ -13,7 +13,7 @@
 set -euo pipefail
 CORPUS=${1:-/work/corpora/digits}
 RUN=${2:-/work/runs/gender_alexnet}
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-7}
 THREADS=${THREADS:-2}
 
 args=(train alexnet --data "$CORPUS" --task gender --out "$RUN" --epochs "$EPOCHS"
