@@ -96,12 +96,12 @@ class Explainer:
         self.composite = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
         self.digest = model_digest(self.source)
         self.batch_size = int(batch_size)
-        self._options = options or session_options(threads)
-        self._providers = providers or default_providers()
+        self.options = options or session_options(threads)
+        self.providers = providers or default_providers()
         self.relevance_at = tuple(relevance_at)
         compiled, self.steps = self._compile(layer_sums)
         self.compiled_model_bytes = compiled
-        self.session = ort.InferenceSession(compiled, self._options, providers=self._providers)
+        self.session = ort.InferenceSession(compiled, self.options, providers=self.providers)
         self._forward: ort.InferenceSession | None = None
         self._forward_lock = threading.Lock()
         inp = next(i for i in self.session.get_inputs() if i.name != TARGET_INPUT)
@@ -232,7 +232,7 @@ class Explainer:
         with self._forward_lock:
             if self._forward is None:
                 self._forward = ort.InferenceSession(
-                    forward_model(self.compiled_model), self._options, providers=self._providers
+                    forward_model(self.compiled_model), self.options, providers=self.providers
                 )
             return self._forward
 

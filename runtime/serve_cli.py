@@ -77,7 +77,10 @@ def _is_loopback(host: str) -> bool:
 def run(args) -> int:
     try:
         import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401
+        try:
+            import python_multipart  # noqa: F401
+        except ImportError:  # python-multipart before 0.0.13
+            import multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"serve needs the 'serve' extra ({exc.name} is missing): "

@@ -186,8 +186,8 @@ class ServedModel:
                 return self._explainers[composite]
             ex = self.default
             explainer = Explainer(ex.source, composite=composite, batch_size=ex.batch_size,
-                                  options=getattr(ex, "options", None) or getattr(ex, "_options", None),
-                                  providers=getattr(ex, "providers", None) or getattr(ex, "_providers", None))
+                                  options=ex.options,
+                                  providers=ex.providers)
             self._explainers[composite] = explainer
             while len(self._explainers) >= self._max_composites:
                 self._explainers.popitem(last=False)
