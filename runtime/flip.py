@@ -531,6 +531,7 @@ def plot_curves(results: dict | list[tuple[str, dict]], path: str | Path, *, xma
     fig, axs = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, limit in zip(axs[0], panels):
+        drawn_random: list[np.ndarray] = []  # identical random references (same model) are drawn once
         for i, (name, r) in enumerate(series):
             steps = np.asarray(r["steps_percent"])
             keep = steps <= limit + 1e-9
@@ -541,8 +542,11 @@ def plot_curves(results: dict | list[tuple[str, dict]], path: str | Path, *, xma
                 label = f"{tag}LRP ({order})" + (f", AUC ratio {ratio:.2f}" if ratio is not None else "")
                 ax.plot(steps[keep], np.asarray(r["curves"][order]["accuracy"])[keep], "o-", ms=3,
                         color=colors[(2 * i) % len(colors)], label=label)
-            if "random" in r["curves"]:
+            if "random" in r["curves"] and not any(
+                    len(d) == len(r["curves"]["random"]["accuracy"]) and np.allclose(d, r["curves"]["random"]["accuracy"])
+                    for d in drawn_random):
                 rnd = r["curves"]["random"]
+                drawn_random.append(np.asarray(rnd["accuracy"]))
                 mean, std = np.asarray(rnd["accuracy"])[keep], np.asarray(rnd["accuracy_std"])[keep]
                 color = colors[(2 * i + 1) % len(colors)]
                 ax.plot(steps[keep], mean, "s--", ms=3, color=color,

@@ -114,6 +114,7 @@ class Pipeline:
             record = fn() or {}
             record["seconds"] = round(time.perf_counter() - t0, 1)
             record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            record["load"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
             write_text(path, json.dumps(record, indent=2) + "\n")
         self.records[name] = record
         return record
@@ -182,7 +183,7 @@ def run_reproduce(args) -> int:
     results["gender"] = gender_experiments(pipe, budget, args)
     if not args.skip_speaker:
         results["speaker"] = speaker_experiments(pipe, budget, args)
-    results["stages"] = {name: {"seconds": r.get("seconds"), "finished": r.get("finished")}
+    results["stages"] = {name: {"seconds": r.get("seconds"), "finished": r.get("finished"), "load": r.get("load")}
                          for name, r in pipe.records.items()}
     results["seconds_this_invocation"] = round(time.perf_counter() - started, 1)
     results["seconds_all_stages"] = round(sum(r.get("seconds", 0) for r in pipe.records.values()), 1)

@@ -47,7 +47,7 @@ def gender_heatmaps(pipe, model: Path, test_npz: Path, composite) -> dict:
     ex = pipe.explainer(model, composite)
     x, y, paths = _load(test_npz)
     e = ex.explain(x)  # the predicted class: for these samples the true one
-    result = {}
+    result = {"relevance_by_class": _band_profile(ex, e, y)}
     for label, key in (("female", "figure_1_2_female"), ("male", "figure_1_2_male")):
         i = _first_correct(e, y, ex.labels.index(label))
         if i is None:
@@ -60,6 +60,28 @@ def gender_heatmaps(pipe, model: Path, test_npz: Path, composite) -> dict:
         result[f"{key}_sample"] = Path(paths[i]).name
         result[f"{key}_low_frequency_share"] = _low_share(e.relevance[i])
     return result
+
+
+def _band_profile(ex, e, y, band_hz: float = 500.0) -> dict:
+    """Per class, over the correctly classified inputs: the share of positive relevance
+    below 1 kHz, and the ``band_hz`` wide band holding the largest share."""
+    axes = _axes(ex)
+    if axes is None or axes.rows is None:
+        return {}
+    freqs = axes.rows
+    profile = {}
+    for c, name in enumerate(ex.labels):
+        keep = (e.predictions == y) & (y == c)
+        if not keep.any():
+            continue
+        r = np.maximum(e.relevance[keep].sum(axis=1), 0).sum(axis=(0, 2))  # per frequency row
+        total = r.sum() or 1.0
+        bands = np.floor(freqs / band_hz).astype(int)
+        shares = np.bincount(bands, weights=r) / total
+        top = int(np.argmax(shares))
+        profile[name] = {"inputs": int(keep.sum()), "below_1khz": float(r[freqs < 1000].sum() / total),
+                         "top_band_hz": [top * band_hz, (top + 1) * band_hz], "top_band_share": float(shares[top])}
+    return profile
 
 
 def _low_share(relevance: np.ndarray, rows: int = 57) -> float:
