@@ -17,7 +17,7 @@ from .ops import OpHandler, handler_for
 from .rules import LinearRule, NodeRule, ZBox
 
 OUTPUT_NORMALISERS = ("Softmax", "LogSoftmax")
-#: outputs of these pass relevance only to the inputs their handler names
+#: operators whose outputs are never negative (rules then skip terms for negative inputs)
 NONNEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax", "HardSigmoid")
 NONNEGATIVE_PRESERVING = (
     "MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Squeeze",
@@ -154,10 +154,8 @@ def _flatten_unit_axes(graph: Graph, value: str) -> str:
 
 def _relevance_inputs(node: onnx.NodeProto, graph: Graph) -> list[str]:
     handler = handler_for(node.op_type)
-    if node.op_type == "Mul" and handler is not None and hasattr(handler, "_activation"):
-        x = handler._activation(node, graph)
-        if x is not None:
-            return [x]
+    if handler is not None:
+        return handler.relevance_inputs(node, graph)
     return [node.input[i] for i in graph.carrier_inputs(node)]
 
 

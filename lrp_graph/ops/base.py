@@ -49,6 +49,10 @@ class OpHandler:
         """Why this node cannot be explained, or None."""
         return None
 
+    def relevance_inputs(self, node: onnx.NodeProto, graph: Graph) -> list[str]:
+        """The inputs relevance flows into (default: those carrying signal from the model input)."""
+        return [node.input[i] for i in graph.carrier_inputs(node)]
+
     def backward(self, ctx: Context, node: onnx.NodeProto, relevance: list[str | None], rule: NodeRule):
         """Return ``[(input value name, relevance value name), ...]``."""
         return [(name, relevance[0]) for name in ctx.carrier_inputs(node)]

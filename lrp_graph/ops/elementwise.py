@@ -81,6 +81,10 @@ class Gate(OpHandler):
                 return a if na > ng else g
         return None
 
+    def relevance_inputs(self, node, graph):
+        x = self._activation(node, graph)
+        return [x] if x is not None else super().relevance_inputs(node, graph)
+
     def unsupported(self, node, graph):
         if self._activation(node, graph) is None:
             return "product of two activations of equal size: cannot tell the gate from the signal"

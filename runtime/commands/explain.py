@@ -102,7 +102,7 @@ def _recording_input(explainer: Explainer, path: Path, policy: str) -> Recording
 
     raw = explainer.metadata.get("lrp_onnx.features")
     if not raw:
-        raise InputError(f"{explainer_name(explainer)} has no feature metadata (lrp_onnx.features): "
+        raise InputError("the model has no feature metadata (lrp_onnx.features): "
                          "give the input as a .npy array, or export the model with lrp-onnx export")
     spec = feature_spec_from_json(raw)
     wave, sample_rate = load_audio(path)
@@ -118,10 +118,6 @@ def _recording_input(explainer: Explainer, path: Path, policy: str) -> Recording
             print(f"note: {path.name} is {duration:.2f} s: split into {len(segments)} windows of "
                   f"{spec.window_seconds:g} s", file=sys.stderr)
     return Recording(path, wave, sample_rate, spec, segments)
-
-
-def explainer_name(explainer) -> str:
-    return "the model"
 
 
 def _label(explainer: Explainer, k: int) -> str:
