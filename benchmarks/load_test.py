@@ -58,7 +58,7 @@ class Target:
         else:
             port = free_port()
             self.url = f"http://127.0.0.1:{port}"
-            cmd = [sys.executable, "-m", "lrp_onnx.runtime.cli", "serve", str(args.model), "--port", str(port),
+            cmd = [sys.executable, "-m", "lrp_onnx.cli", "serve", str(args.model), "--port", str(port),
                    "--max-batch", str(args.max_batch), "--queue-size", str(args.queue_size)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]

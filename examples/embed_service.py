@@ -20,12 +20,12 @@ Run it::
 Already on FastAPI? Mount the whole lrp-onnx service (endpoints, viewer page, batching)
 under a prefix of your app instead::
 
-    from lrp_onnx.runtime.server import create_app
+    from lrp_onnx.service.app import create_app
     app.mount("/lrp", create_app({"gender": "models/gender_alexnet.onnx"}))
 
 Or, for recordings, turn a WAV into the model input with the model's own feature spec::
 
-    from lrp_onnx.runtime.features import feature_spec_from_json
+    from lrp_onnx.audio.features import feature_spec_from_json
     spec = feature_spec_from_json(explainer.metadata["lrp_onnx.features"])
     x = spec.from_file("recording.wav")[None]            # (1, 1, 227, 227)
 """

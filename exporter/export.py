@@ -10,7 +10,7 @@ written. Metadata (ONNX ``metadata_props``):
 
     lrp_onnx.labels     JSON list of class names, index = logit
     lrp_onnx.task       e.g. "gender"
-    lrp_onnx.features   feature spec JSON (lrp_onnx.runtime.features)
+    lrp_onnx.features   feature spec JSON (lrp_onnx.audio.features)
     lrp_onnx.composite  recommended LRP composite, e.g. "paper-alexnet"
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from lrp_onnx.lrp_graph.errors import InputError, ModelError
+from ..lrp_graph.errors import InputError, ModelError
 
 METADATA_PREFIX = "lrp_onnx."
 DEFAULT_RTOL = 1e-4
@@ -79,9 +79,9 @@ def export_module(
             reference = module(probe).numpy()
         verify_onnx(data, probe.numpy(), reference, rtol=rtol)
 
-    from lrp_onnx.runtime.audio import atomic_path
+    from ..runtime.io import atomic_write
 
-    with atomic_path(path) as tmp:
+    with atomic_write(path, suffix=".tmp", make_parents=True) as tmp:
         tmp.write_bytes(data)
         os.chmod(tmp, 0o666 & ~_umask())  # temp files are private (0600); a model file is not
     return path
@@ -164,7 +164,7 @@ def export_run(run: str | os.PathLike, path: str | os.PathLike, *, which: str = 
                dynamo: bool = False, opset: int = 17, composite: str | None = None,
                example: np.ndarray | None = None) -> Path:
     """Export a training run's ``best.pt`` (or ``last.pt``) with its metadata."""
-    from lrp_onnx.models.train import load_checkpoint, model_from_checkpoint, run_checkpoint
+    from ..models.train import load_checkpoint, model_from_checkpoint, run_checkpoint
 
     ckpt_path = run_checkpoint(run, which)
     ckpt = load_checkpoint(ckpt_path)
@@ -181,7 +181,7 @@ def export_run(run: str | os.PathLike, path: str | os.PathLike, *, which: str = 
 
 def _input_shape(ckpt: dict) -> tuple[int, ...]:
     if ckpt.get("features"):
-        from lrp_onnx.runtime.features import feature_spec_from_json
+        from ..audio.features import feature_spec_from_json
 
         return tuple(feature_spec_from_json(ckpt["features"]).shape)
     if ckpt["arch"] == "alexnet":

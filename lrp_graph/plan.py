@@ -14,7 +14,7 @@ from .errors import ConfigError, UnsupportedOperatorError
 from .graph import Graph
 from .layers import LINEAR_HEADS, DiagonalLayer, Layer, absorb_tails, diagonal_head, linear_head
 from .ops import OpHandler, handler_for
-from .rules import LinearRule, NodeRule, ZBox
+from .rules import LinearRule, NodeRule
 
 OUTPUT_NORMALISERS = ("Softmax", "LogSoftmax")
 #: operators whose outputs are never negative (rules then skip terms for negative inputs)

@@ -36,9 +36,10 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from lrp_onnx.lrp_graph.errors import ConfigError, InputError
-from lrp_onnx.models.data import GENDER_LABELS, MANIFEST_FILE, META_FILE
-from lrp_onnx.runtime.audio import atomic_path, resample, write_wav
+from ..lrp_graph.errors import ConfigError, InputError
+from ..audio.corpora import GENDER_LABELS, MANIFEST_FILE, META_FILE
+from ..audio.io import resample
+from ..runtime.io import atomic_write, write_wav
 
 __all__ = [
     "BaseVoice",
@@ -674,5 +675,5 @@ def _read_previous(path: Path) -> dict | None:
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_write(path, suffix=".tmp", make_parents=True) as tmp:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")

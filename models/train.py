@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.models.dataset import SplitSets
+from ..lrp_graph.errors import InputError
+from .training_data import SplitSets
 
 CHECKPOINT_FORMAT = "lrp-onnx-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -46,11 +46,11 @@ COMPOSITES = {"alexnet": "paper-alexnet", "resnet": "paper-resnet"}
 def build_model(arch: str, model_config: dict) -> nn.Module:
     """A fresh model from its architecture name and constructor arguments."""
     if arch == "alexnet":
-        from lrp_onnx.models.alexnet import AudioAlexNet
+        from .alexnet import AudioAlexNet
 
         return AudioAlexNet(**model_config)
     if arch == "resnet":
-        from lrp_onnx.models.resnet import SpeakerResNet
+        from .resnet import SpeakerResNet
 
         return SpeakerResNet(**model_config)
     raise InputError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
@@ -61,9 +61,9 @@ def build_model(arch: str, model_config: dict) -> nn.Module:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
-    from lrp_onnx.runtime.audio import atomic_path
+    from ..runtime.io import atomic_write
 
-    with atomic_path(path) as tmp:
+    with atomic_write(path, suffix=".tmp", make_parents=True) as tmp:
         torch.save(obj, tmp)
 
 
@@ -212,9 +212,9 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from lrp_onnx.runtime.audio import atomic_path
+    from ..runtime.io import atomic_write
 
-    with atomic_path(path) as tmp:
+    with atomic_write(path, suffix=".tmp", make_parents=True) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 

@@ -28,9 +28,10 @@ import sys
 import numpy as np
 import scipy.signal
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
-from .audio import resample, write_wav
+from ..audio.io import resample
+from .io import write_wav
 
 __all__ = ["relevance_mask", "masked_window", "relevant_audio", "write_relevant_audio"]
 
@@ -77,7 +78,7 @@ def _log_mel_stft(spec, window: np.ndarray):
 
 def _log_mel_mask(spec, mask: np.ndarray, z_shape) -> np.ndarray:
     """Mel-band mask -> linear-frequency mask, frame j of the features = STFT frame j."""
-    from .features import mel_filterbank
+    from ..audio.features import mel_filterbank
 
     fb = mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.f_min, spec.f_max)  # (M, F)
     weight = fb.sum(axis=0)

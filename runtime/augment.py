@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 __all__ = ["moore_mean", "top_bins", "top_count", "check_fraction", "augment_batch", "write_augmented"]
 
@@ -107,7 +107,7 @@ def write_augmented(path, explainer, data, fraction: float, *, extra: dict | Non
     """
     from contextlib import ExitStack
 
-    from .datasets import NpzWriter
+    from .inputs import NpzWriter
 
     fraction = check_fraction(fraction)
     bins = int(np.prod(data.input_shape))

@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lrp_onnx.lrp_graph import Composite, compile_explainer, get_composite, load_model, model_digest
-from lrp_onnx.lrp_graph.compiler import SUM_PREFIX, TARGET_INPUT
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph import Composite, compile_explainer, get_composite, load_model, model_digest
+from ..lrp_graph.compiler import SUM_PREFIX, TARGET_INPUT
+from ..lrp_graph.errors import InputError
 
 _CACHE: dict[tuple, tuple[bytes, list]] = {}
 _CACHE_LOCK = threading.Lock()

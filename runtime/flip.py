@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 from .augment import moore_mean, top_bins
 from .io import write_text
@@ -356,7 +356,7 @@ def partial_path(results_path: str | Path) -> Path:
 def run_flip(explainer, data, config: FlipConfig, *, results_path: str | Path | None = None,
              resume: bool = False, progress: bool = True, info: dict | None = None, log=None,
              ranker=None) -> dict:
-    """Pixel-flip every sample of ``data`` (see :mod:`lrp_onnx.runtime.datasets`); the bins
+    """Pixel-flip every sample of ``data`` (see :mod:`lrp_onnx.runtime.inputs`); the bins
     are ordered by ``ranker``'s relevance if given (see :func:`flip_batch`).
 
     With ``results_path`` the running tallies are saved atomically after every batch to
@@ -425,7 +425,7 @@ def _read_state(path: Path) -> dict:
 
 def flip_arrays(explainer, x: np.ndarray, y: np.ndarray, config: FlipConfig | None = None, **kwargs) -> dict:
     """:func:`run_flip` over in-memory arrays ``x`` (N, ...) and labels ``y`` (N,)."""
-    from .datasets import ArrayData
+    from .inputs import ArrayData
 
     return run_flip(explainer, ArrayData(x, y), config or FlipConfig(), **{"progress": False, **kwargs})
 

@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import soundfile
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike, suffix: str | None = None, *, make_parents: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
     ``suffix`` (default: ``path``'s own) keeps writers that infer the format from the
-    name (numpy, matplotlib, soundfile) working.
+    name (numpy, matplotlib, soundfile) working. ``make_parents`` creates missing folders
+    (caches, checkpoints); otherwise a missing output folder is an error (user outputs).
     """
     path = Path(path)
+    if make_parents and not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path}: output folder '{path.parent}' does not exist")
     if path.is_dir():
@@ -68,3 +72,18 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
             raise InputError(f"{path}: empty .npz archive")
         return data["x"] if "x" in keys else data[keys[0]]
     return data
+
+
+def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write a mono (1-D) or multi-channel (samples x channels) WAV atomically, creating its folder.
+
+    Samples are clipped to [-1, 1] for integer subtypes. Returns the path written.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim not in (1, 2) or wave.shape[0] == 0:
+        raise InputError(f"{path}: cannot write audio of shape {wave.shape}")
+    if subtype.startswith("PCM"):
+        wave = np.clip(wave, -1.0, 1.0)
+    with atomic_write(path, suffix=".tmp", make_parents=True) as tmp:
+        soundfile.write(str(tmp), wave, int(sample_rate), subtype=subtype, format="WAV")
+    return Path(path)

@@ -76,7 +76,7 @@ def band_model(path: Path | None = None, spec=None, low_rows: int = 12) -> onnx.
     lie on average, so every input bin of those rows gets non-negative relevance.
 
     Conv with an (H, 1) kernel over frequency -> ReLU -> GlobalAveragePool -> Gemm."""
-    from lrp_onnx.runtime.features import SpectrogramSpec
+    from lrp_onnx.audio.features import SpectrogramSpec
 
     spec = spec or SpectrogramSpec()
     _, h, w = spec.shape

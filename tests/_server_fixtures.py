@@ -13,7 +13,7 @@ import onnx
 import soundfile
 from onnx import TensorProto, helper, numpy_helper
 
-from lrp_onnx.runtime.features import SpectrogramSpec
+from lrp_onnx.audio.features import SpectrogramSpec
 
 LABELS = ["female", "male"]
 
@@ -73,7 +73,7 @@ def free_socket() -> socket.socket:
 @contextlib.contextmanager
 def running_server(app, **server_kwargs):
     """Serve ``app`` with uvicorn (``make_server``) on a free loopback port; yields the base URL."""
-    from lrp_onnx.runtime.server import make_server
+    from lrp_onnx.service.app import make_server
 
     sock = free_socket()
     port = sock.getsockname()[1]

@@ -9,8 +9,8 @@ Fixtures
                   Relu -> MaxPool 3/2 -> Flatten -> Gemm(transB) -> ``y`` (N, 3); opset 18, named nodes
                   ``conv relu pool flat fc``.
 ``tiny_input``    one sample for ``tiny_cnn``, float32 (1, 7, 7), seeded.
-``cli``           runs ``lrp_onnx.runtime.cli.main(argv)`` in this process; returns ``CliResult(rc, out, err)``.
-``cli_process``   the same in a fresh ``python -m lrp_onnx.runtime.cli`` process (slower: a few seconds each).
+``cli``           runs ``lrp_onnx.cli.main.main(argv)`` in this process; returns ``CliResult(rc, out, err)``.
+``cli_process``   the same in a fresh ``python -m lrp_onnx.cli`` process (slower: a few seconds each).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys):
     """``cli("explain", path, ...)`` -> CliResult; argparse usage errors come back as their exit code."""
-    from lrp_onnx.runtime.cli import main
+    from lrp_onnx.cli.main import main
 
     def run(*argv) -> CliResult:
         capsys.readouterr()
@@ -112,7 +112,7 @@ def cli_process():
     """``cli_process("explain", path, ..., cwd=None, env=None)`` in a fresh interpreter."""
 
     def run(*argv, cwd=None, env=None, prelude: str = "") -> CliResult:
-        code = f"{prelude}\nimport sys\nfrom lrp_onnx.runtime.cli import main\nsys.exit(main(sys.argv[1:]))"
+        code = f"{prelude}\nimport sys\nfrom lrp_onnx.cli.main import main\nsys.exit(main(sys.argv[1:]))"
         proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
                               cwd=cwd, env=env, timeout=300)
         return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -8,10 +8,10 @@ import soundfile
 from _flip_fixtures import band_model
 
 from lrp_onnx.runtime.audible import relevance_mask, relevant_audio
-from lrp_onnx.runtime.audio import resample
-from lrp_onnx.runtime.cli import main
-from lrp_onnx.runtime.commands.explain import Recording
-from lrp_onnx.runtime.features import LogMelSpec, SpectrogramSpec
+from lrp_onnx.audio.io import resample
+from lrp_onnx.cli.main import main
+from lrp_onnx.cli.explain import Recording
+from lrp_onnx.audio.features import LogMelSpec, SpectrogramSpec
 
 SR = 16000
 

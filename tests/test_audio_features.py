@@ -12,8 +12,9 @@ import soundfile
 from _data_fixtures import harmonic, tone
 
 from lrp_onnx.lrp_graph.errors import ConfigError, InputError
-from lrp_onnx.runtime.audio import load_audio, resample, write_wav
-from lrp_onnx.runtime.features import (
+from lrp_onnx.audio.io import load_audio, resample
+from lrp_onnx.runtime.io import write_wav
+from lrp_onnx.audio.features import (
     LogMelSpec,
     SpectrogramSpec,
     feature_spec_from_json,
@@ -93,7 +94,7 @@ def test_write_wav_is_atomic_and_round_trips(tmp_path):
     with pytest.raises(InputError):
         write_wav(tmp_path / "empty.wav", np.zeros(0), 8000)
     assert not (tmp_path / "empty.wav").exists()
-    with pytest.raises(InputError, match="is a folder"):
+    with pytest.raises(InputError, match="is a directory"):
         write_wav(tmp_path / "sub", tone(300, 0.25, 8000), 8000)
 
 

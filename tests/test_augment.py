@@ -11,8 +11,8 @@ from _flip_fixtures import one_bin_model, tiny_cnn
 from lrp_onnx.lrp_graph.errors import InputError
 from lrp_onnx.runtime import Explainer
 from lrp_onnx.runtime.augment import augment_batch, check_fraction, moore_mean, top_bins
-from lrp_onnx.runtime.cli import main
-from lrp_onnx.runtime.datasets import NpzData, NpzWriter
+from lrp_onnx.cli.main import main
+from lrp_onnx.runtime.inputs import NpzData, NpzWriter
 
 
 def moore_by_hand(a: np.ndarray, i: int, j: int) -> float:
@@ -93,7 +93,7 @@ def test_augment_command_writes_what_train_reads(tmp_path, capsys):
         expected = augment_batch(x, ex.explain(x, target=y).relevance, 0.02)
         assert np.allclose(archive["x"], expected)
         assert ((archive["x"] != x).reshape(20, -1).sum(axis=1) <= 5).all()
-    dataset = pytest.importorskip("lrp_onnx.models.dataset")
+    dataset = pytest.importorskip("lrp_onnx.models.training_data")
     sets = dataset.build_sets(out, "gender", "alexnet", spec=None)
     assert len(sets.train) == 20 and len(sets.val) == 6 and sets.labels == ["male", "female"]
 
@@ -154,7 +154,7 @@ def test_npz_writer_is_atomic_and_npz_data_streams_rows(tmp_path):
 
 def test_write_augmented_control_archive_holds_the_same_inputs_unchanged(tmp_path):
     from lrp_onnx.runtime.augment import write_augmented
-    from lrp_onnx.runtime.datasets import ArrayData
+    from lrp_onnx.runtime.inputs import ArrayData
 
     model = tmp_path / "cnn.onnx"
     tiny_cnn(model)

@@ -156,7 +156,7 @@ def test_runtime_commands_work_without_torch(tmp_path, tiny_cnn, tiny_input):
     script = f"""
 import sys
 sys.modules["torch"] = None  # any 'import torch' now raises ImportError
-from lrp_onnx.runtime.cli import main
+from lrp_onnx.cli.main import main
 codes = []
 for argv in (["explain", {str(tiny_cnn)!r}, {str(tmp_path / 'x.npy')!r}, "-o", {str(tmp_path / 'r.npy')!r}],
              ["compile", {str(tiny_cnn)!r}, "-o", {str(tmp_path / 'e.onnx')!r}],

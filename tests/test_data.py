@@ -8,7 +8,7 @@ import soundfile
 from _data_fixtures import STUDY_FEMALE, STUDY_MALE, burst, write_audiomnist
 
 from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.models.data import (
+from lrp_onnx.audio.corpora import (
     GENDER_FOLDS,
     Utterance,
     gender_split,

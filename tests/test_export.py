@@ -13,8 +13,8 @@ from lrp_onnx.lrp_graph.errors import ModelError
 from lrp_onnx.models.alexnet import AudioAlexNet
 from lrp_onnx.models.resnet import SpeakerResNet
 from lrp_onnx.models.train import COMPOSITES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-from lrp_onnx.runtime.cli import main
-from lrp_onnx.runtime.features import LogMelSpec, SpectrogramSpec, feature_spec_from_json
+from lrp_onnx.cli.main import main
+from lrp_onnx.audio.features import LogMelSpec, SpectrogramSpec, feature_spec_from_json
 
 
 def metadata(path):

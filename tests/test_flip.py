@@ -11,8 +11,8 @@ from _flip_fixtures import band_model, one_bin_model, tiny_cnn
 
 from lrp_onnx.lrp_graph.errors import InputError
 from lrp_onnx.runtime import Explainer
-from lrp_onnx.runtime.cli import main
-from lrp_onnx.runtime.datasets import ArrayData, open_data, write_manifest
+from lrp_onnx.cli.main import main
+from lrp_onnx.runtime.inputs import ArrayData, open_data, write_manifest
 from lrp_onnx.runtime.flip import (
     FlipConfig,
     auc,

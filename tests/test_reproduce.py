@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from lrp_onnx.runtime.cli import main
+from lrp_onnx.cli.main import main
 
 pytest.importorskip("torch")
 

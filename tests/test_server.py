@@ -28,8 +28,8 @@ from _server_fixtures import LABELS, running_server, spectrogram_model, voice, w
 from conftest import tiny_cnn_model  # noqa: E402
 
 from lrp_onnx.runtime import Explainer  # noqa: E402
-from lrp_onnx.runtime.features import SpectrogramSpec  # noqa: E402
-from lrp_onnx.runtime.server import create_app  # noqa: E402
+from lrp_onnx.audio.features import SpectrogramSpec  # noqa: E402
+from lrp_onnx.service.app import create_app  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -123,7 +123,7 @@ def test_explain_wav_upload_matches_explainer(client, models, examples):
     assert r.status_code == 200, r.text
     body = r.json()
     ex = models["gender"]
-    from lrp_onnx.runtime.audio import load_audio
+    from lrp_onnx.audio.io import load_audio
 
     wave, sr = load_audio(path)
     x = np.stack([s.features for s in SpectrogramSpec().segments(wave, sr)])
@@ -541,7 +541,7 @@ def test_serve_command_runs_a_server(tmp_path, examples):
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "lrp_onnx.runtime.cli", "serve", str(model), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "lrp_onnx.cli", "serve", str(model), "--port", str(port),
                              "--max-batch", "4", "--examples", str(examples)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "LRP_ONNX_TOKEN": "env-token"})

@@ -14,7 +14,7 @@ import soundfile
 from _data_fixtures import harmonic
 
 from lrp_onnx.lrp_graph.errors import ConfigError, InputError
-from lrp_onnx.models.data import read_audiomnist, read_manifest, read_speaker_corpus, voice_split
+from lrp_onnx.audio.corpora import read_audiomnist, read_manifest, read_speaker_corpus, voice_split
 from lrp_onnx.models.synth import (
     GENDER_F0_THRESHOLD_HZ,
     BaseVoice,
@@ -137,7 +137,7 @@ def test_speaker_corpus(tmp_path):
 
 @needs_espeak
 def test_cli_synth_and_errors(tmp_path, capsys):
-    from lrp_onnx.runtime.cli import main
+    from lrp_onnx.cli.main import main
 
     out = tmp_path / "cli"
     assert main(["data", "synth", str(out), "--speakers", "2", "--female", "1", "--reps", "1",

@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 
 from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.models.dataset import load_waves, wave_set
+from lrp_onnx.models.training_data import load_waves, wave_set
 from lrp_onnx.models.train import load_checkpoint, model_from_checkpoint
-from lrp_onnx.runtime.features import LogMelSpec
+from lrp_onnx.audio.features import LogMelSpec
 
 
 def write_tone_corpus(root, *, kind="digits", speakers=8, digits=2, reps=2, sample_rate=8000, seed=0):
@@ -157,8 +157,8 @@ def test_npz_inputs_continue_training_from_another_run(digits, tmp_path, cli_pro
 
 
 def test_waveform_cache_is_reused(digits, tmp_path):
-    from lrp_onnx.models.data import read_audiomnist
-    from lrp_onnx.runtime.features import SpectrogramSpec
+    from lrp_onnx.audio.corpora import read_audiomnist
+    from lrp_onnx.audio.features import SpectrogramSpec
 
     utterances = read_audiomnist(digits)[:3]
     spec, cache = SpectrogramSpec(), tmp_path / "cache"

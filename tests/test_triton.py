@@ -15,7 +15,7 @@ from conftest import tiny_cnn_model  # noqa: E402
 
 from lrp_onnx.lrp_graph.errors import InputError, ModelError
 from lrp_onnx.runtime import Explainer
-from lrp_onnx.runtime.triton import triton_config, write_triton_repository
+from lrp_onnx.service.triton import triton_config, write_triton_repository
 
 NP_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64}
 
@@ -165,7 +165,7 @@ def test_compile_command_writes_the_repository(cli, tmp_path):
     """``lrp-onnx compile MODEL --triton REPO_DIR`` (once the lead wires the flag into compile)."""
     import onnx
 
-    from lrp_onnx.runtime.cli import build_parser
+    from lrp_onnx.cli.main import build_parser
 
     if "--triton" not in build_parser()._subparsers._group_actions[0].choices["compile"].format_help():
         pytest.skip("lrp-onnx compile has no --triton flag yet")

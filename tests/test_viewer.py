@@ -16,7 +16,7 @@ expect = playwright_api.expect
 from _server_fixtures import LABELS, running_server, spectrogram_model, voice, write_wav  # noqa: E402
 
 from lrp_onnx.runtime import Explainer  # noqa: E402
-from lrp_onnx.runtime.server import create_app  # noqa: E402
+from lrp_onnx.service.app import create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("LRP_ONNX_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

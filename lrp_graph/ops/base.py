@@ -6,7 +6,7 @@ backward step: from the relevance of the node's outputs to that of its inputs.
 
 Users add operators without editing the package::
 
-    from lrp_onnx.lrp_graph import OpHandler, register_op
+    from .. import OpHandler, register_op
 
     @register_op("Softsign")
     class SoftsignPass(OpHandler):

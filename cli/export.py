@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lrp_onnx.exporter.export import export_run
+    from ..exporter.export import export_run
 
     path = export_run(args.run, args.output, which="last" if args.last else "best", dynamo=args.dynamo,
                       opset=args.opset, composite=args.composite)

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from lrp_onnx.lrp_graph.errors import ConfigError, InputError
+from ..lrp_graph.errors import ConfigError, InputError
 
 
 def add_parser(sub) -> None:
@@ -85,7 +85,7 @@ def run(args) -> int:
     except ImportError as exc:
         raise ConfigError(f"serve needs the 'serve' extra ({exc.name} is missing): "
                           "pip install 'lrp-onnx[serve]'") from None
-    from .server import create_app, make_server
+    from ..service.app import create_app, make_server
 
     if args.max_batch < 1 or args.queue_size < 1 or args.max_body_mb <= 0 or args.timeout <= 0:
         raise InputError("--max-batch, --queue-size, --max-body-mb and --timeout must be positive")

@@ -12,9 +12,9 @@ a stage with a record is not run again, and long stages resume inside themselves
    (``train --init``), export, and flipping it again: Table 1 and Figure 6;
 5. the ResNet speaker-ID model explained with LRP-0, LRP-0 + epsilon 0.5 and
    LRP-0 + epsilon + gamma 5 (``paper-resnet``): Figures 7-12;
-6. ``results.json`` and ``report.md`` (see :mod:`lrp_onnx.runtime.study_report`).
+6. ``results.json`` and ``report.md`` (see :mod:`lrp_onnx.study.report`).
 
-Training and export need torch: they run as ``python -m lrp_onnx.runtime.cli``
+Training and export need torch: they run as ``python -m lrp_onnx.cli``
 subprocesses, so this module (and the runtime) never imports torch.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
-from .io import write_text
+from ..runtime.io import write_text
 
 #: LRP-0 near the output, epsilon = 0.5 on the convolutions and the input layer (study, Figure 9).
 RESNET_EPSILON = {
@@ -121,7 +121,7 @@ class Pipeline:
 
     def cli(self, *argv: str) -> None:
         """``lrp-onnx ARGV`` in a subprocess (torch stays out of this process)."""
-        cmd = [sys.executable, "-m", "lrp_onnx.runtime.cli", *map(str, argv)]
+        cmd = [sys.executable, "-m", "lrp_onnx.cli", *map(str, argv)]
         self._log("   $ lrp-onnx " + " ".join(map(str, argv)))
         env = dict(os.environ)
         if self.threads:
@@ -132,7 +132,7 @@ class Pipeline:
                              f"fix the cause and rerun the same command to resume")
 
     def explainer(self, model: Path, composite):
-        from .explainer import Explainer
+        from ..runtime.explainer import Explainer
 
         return Explainer(model, composite=composite, threads=self.threads)
 
@@ -188,7 +188,7 @@ def run_reproduce(args) -> int:
     results["seconds_this_invocation"] = round(time.perf_counter() - started, 1)
     results["seconds_all_stages"] = round(sum(r.get("seconds", 0) for r in pipe.records.values()), 1)
     write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    from .study_report import write_report
+    from .report import write_report
 
     write_report(out, results)
     print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
@@ -231,7 +231,7 @@ def corpus_stage(pipe: Pipeline, kind: str, given: str | None, options: dict) ->
 
 
 def _corpus_counts(path: Path, kind: str) -> dict:
-    from lrp_onnx.models import data as corpus
+    from ..audio import corpora as corpus
 
     utterances = corpus.read_speaker_corpus(path) if kind == "speaker" else corpus.read_audiomnist(path)
     genders = [u.gender for u in utterances]
@@ -308,8 +308,8 @@ def _locate(path: str, root: Path) -> Path:
 def recording_data(pipe: Pipeline, model: Path, files: list[Path], label_of, limit: int | None = None):
     """``files`` as model inputs (features from the model's metadata), labels by ``label_of``;
     a class-balanced, seeded subset of ``limit`` of them if given."""
-    from .datasets import RecordingData, balanced_indices
-    from .features import feature_spec_from_json
+    from ..runtime.inputs import RecordingData, balanced_indices
+    from ..audio.features import feature_spec_from_json
 
     ex = pipe.explainer(model, "epsilon")
     labels = np.asarray([ex.labels.index(label_of(p)) for p in files], dtype=np.int64)
@@ -324,7 +324,7 @@ def features_stage(pipe: Pipeline, name: str, model: Path, files: list[Path], la
     target = (pipe.out / "data" / f"{name}.npz").resolve()
 
     def run():
-        from .datasets import NpzWriter
+        from ..runtime.inputs import NpzWriter
 
         data, names = recording_data(pipe, model, files, label_of, limit)
         with NpzWriter(target) as w:
@@ -349,8 +349,8 @@ def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, bud
     results = (pipe.out / "results" / f"flip-{name}.json").resolve()
 
     def run():
-        from .datasets import NpzData
-        from .flip import FlipConfig, parse_steps, run_flip
+        from ..runtime.inputs import NpzData
+        from ..runtime.flip import FlipConfig, parse_steps, run_flip
 
         ex = pipe.explainer(model, composite)
         config = FlipConfig(steps=parse_steps(budget.steps).tolist(), baseline="zero", order="morf",
@@ -371,7 +371,7 @@ def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, bud
 
 
 def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
-    from . import study_figures as figs
+    from . import figures as figs
 
     out = pipe.out
     if args.gender_run:
@@ -402,7 +402,7 @@ def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
     # LRP-guided augmentation: the training part with its 0.5 % most relevant bins blurred, and a
     # control: the same inputs unchanged, trained for exactly as long from the same model.
     def augment():
-        from .augment import write_augmented
+        from ..runtime.augment import write_augmented
 
         train_data, _ = recording_data(pipe, model, files["train"], gender_of, budget.augment_limit)
         val_data, _ = recording_data(pipe, model, files["val"], gender_of)
@@ -451,7 +451,7 @@ def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
 
 
 def _gender_lookup(root: Path):
-    from lrp_onnx.models import data as corpus
+    from ..audio import corpora as corpus
 
     genders = {}
     try:
@@ -478,7 +478,7 @@ def _train_summary(record: dict) -> dict:
 
 
 def _flip_digest(result: dict) -> dict:
-    from .flip import accuracy_at
+    from ..runtime.flip import accuracy_at
 
     keep = ("samples", "bins", "composite", "steps_percent", "bins_flipped", "auc_ranges", "curves", "ratio",
             "seconds", "config", "model")
@@ -509,7 +509,7 @@ def _table1(flip: dict, aug: dict, ctl: dict) -> dict:
 
 
 def speaker_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
-    from . import study_figures as figs
+    from . import figures as figs
 
     if args.speaker_run:
         train = train_stage(pipe, "speaker", args.speaker_run, [])

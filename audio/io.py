@@ -1,23 +1,20 @@
-"""Audio input/output: read any recording soundfile understands, resample, write WAV.
+"""Audio input: read any recording soundfile understands, and resample.
 
 Numpy/scipy/soundfile only (no torch): the runtime turns recordings into model inputs.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from math import gcd
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import scipy.signal
 import soundfile
 
-from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.runtime.io import atomic_write
+from ..lrp_graph.errors import InputError
 
-__all__ = ["load_audio", "resample", "write_wav", "atomic_path"]
+__all__ = ["load_audio", "resample"]
 
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -63,30 +60,3 @@ def resample(wave: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     common = gcd(sr_from, sr_to)
     up, down = sr_to // common, sr_from // common
     return scipy.signal.resample_poly(wave, up, down).astype(np.float32)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (``.NAME.*.tmp``, parent folders created);
-    it replaces ``path`` on success and is removed on error (:func:`lrp_onnx.runtime.io.atomic_write`)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, suffix=".tmp") as tmp:
-        yield tmp
-
-
-def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write a mono (1-D) or multi-channel (samples x channels) WAV atomically.
-
-    Samples are clipped to [-1, 1] for integer subtypes. Returns the path written.
-    """
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim not in (1, 2) or wave.shape[0] == 0:
-        raise InputError(f"{path}: cannot write audio of shape {wave.shape}")
-    if subtype.startswith("PCM"):
-        wave = np.clip(wave, -1.0, 1.0)
-    with atomic_path(path) as tmp:
-        soundfile.write(str(tmp), wave, int(sample_rate), subtype=subtype, format="WAV")
-    return Path(path)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 TASKS = ("gender", "digit", "speaker")
 GENDER_LABELS = ["male", "female"]  # the study's order: male = 0, female = 1
@@ -199,10 +199,11 @@ def load_waves(paths: Sequence[str], spec, cache_dir: str | os.PathLike | None =
                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Waveforms (N, max_len) float32 (memory-mapped when cached) and lengths (N,).
 
-    Decoded with ``lrp_onnx.runtime.audio.load_audio`` and resampled to the spec's rate
+    Decoded with ``lrp_onnx.audio.io.load_audio`` and resampled to the spec's rate
     once; the arrays are stored under ``cache_dir/<key>/``.
     """
-    from lrp_onnx.runtime.audio import atomic_path, load_audio, resample
+    from ..audio.io import load_audio, resample
+    from ..runtime.io import atomic_write
 
     rate, _ = spec_window(spec)
     folder = Path(cache_dir or default_cache_dir()) / cache_key(paths, spec)
@@ -226,10 +227,10 @@ def load_waves(paths: Sequence[str], spec, cache_dir: str | os.PathLike | None =
     for i, s in enumerate(signals):
         waves[i, : len(s)] = s
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(waves_file) as tmp:
+    with atomic_write(waves_file, suffix=".tmp", make_parents=True) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, waves)
-    with atomic_path(lengths_file) as tmp:
+    with atomic_write(lengths_file, suffix=".tmp", make_parents=True) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, lengths)
     (folder / "files.txt").write_text("\n".join(str(p) for p in paths) + "\n")
@@ -260,14 +261,14 @@ class SplitSets:
 
 def default_spec(arch: str):
     """The feature spec an architecture is trained on: AudioMNIST spectrogram or log-mel."""
-    from lrp_onnx.runtime.features import LogMelSpec, SpectrogramSpec
+    from ..audio.features import LogMelSpec, SpectrogramSpec
 
     return SpectrogramSpec() if arch == "alexnet" else LogMelSpec()
 
 
 def read_corpus(data: str | os.PathLike, task: str) -> list:
     """Utterances of a digits corpus (AudioMNIST layout) or a speaker-ID corpus."""
-    from lrp_onnx.models.data import read_audiomnist, read_speaker_corpus
+    from ..audio.corpora import read_audiomnist, read_speaker_corpus
 
     if task == "speaker":
         try:
@@ -279,14 +280,14 @@ def read_corpus(data: str | os.PathLike, task: str) -> list:
 
 def split_utterances(utterances: Sequence, task: str, method: str = "auto", *, seed: int = 0, fold: int = 0,
                      test_fraction: float = 0.25, val_fraction: float = 0.15):
-    """(method used, :class:`lrp_onnx.models.data.Split`) for ``task``.
+    """(method used, :class:`lrp_onnx.audio.corpora.Split`) for ``task``.
 
     ``auto``: speaker ID holds out utterances of every speaker (``utterance``); gender
     and digit hold out whole base voices (``voice``) on synthetic corpora, and use the
     study's speaker folds (``fold``, gender) or held-out speakers (``speaker``, digit)
     on real recordings.
     """
-    from lrp_onnx.models import data as d
+    from ..audio import corpora as d
 
     if method == "auto":
         if task == "speaker":

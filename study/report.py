@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .io import write_text
+from ..runtime.io import write_text
 
 #: What the study reports (Sarvaš, sections 4.2, 4.3 and 5; Table 1).
 PAPER = {

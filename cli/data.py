@@ -1,7 +1,7 @@
 """``lrp-onnx data ...`` (corpora) and, when available, ``lrp-onnx train ...`` sub-commands.
 
 Nothing here imports torch: the training commands live in
-``lrp_onnx.models.train_cli`` and import torch inside their handlers.
+``lrp_onnx.cli.train`` and import torch inside their handlers.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import importlib
 from collections import Counter
 from pathlib import Path
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 #: Defaults per corpus kind: AudioMNIST's size for digits (60 x 10 x 50), a small
 #: speaker-ID corpus of ~2 s digit strings.
@@ -24,9 +24,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register ``data`` and, if its module exists, ``train``."""
     _add_data_parser(subparsers)
     try:
-        train_cli = importlib.import_module("lrp_onnx.models.train_cli")
+        train_cli = importlib.import_module("lrp_onnx.cli.train")
     except ModuleNotFoundError as exc:
-        if exc.name != "lrp_onnx.models.train_cli":
+        if exc.name != "lrp_onnx.cli.train":
             raise
         return
     train_cli.add_parser(subparsers)
@@ -77,7 +77,7 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from lrp_onnx.models.synth import CorpusSettings, generate_corpus
+    from ..models.synth import CorpusSettings, generate_corpus
 
     defaults = KIND_DEFAULTS[args.kind]
     pick = lambda name: defaults[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
@@ -95,7 +95,7 @@ def _voice_list(text: str | None) -> tuple[str, ...] | None:
 
 
 def _voices(args: argparse.Namespace) -> int:
-    from lrp_onnx.models.synth import GENDER_F0_THRESHOLD_HZ, available_voices, verify_voices
+    from ..models.synth import GENDER_F0_THRESHOLD_HZ, available_voices, verify_voices
 
     voices = available_voices()
     if not voices:
@@ -108,7 +108,7 @@ def _voices(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lrp_onnx.models.data import read_audiomnist, read_manifest, read_speaker_corpus
+    from ..audio.corpora import read_audiomnist, read_manifest, read_speaker_corpus
 
     manifest = read_manifest(args.corpus)
     kind = (manifest or {}).get("settings", {}).get("kind", "digits")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.runtime.explainer import Explainer
-from lrp_onnx.runtime.io import load_npy, save_npy
+from ..lrp_graph.errors import InputError
+from ..runtime.explainer import Explainer
+from ..runtime.io import load_npy, save_npy
 
-from .common import add_composite_args, composite_kwargs, model_metadata
+from .options import add_composite_args, composite_kwargs, model_metadata
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".mp3", ".opus", ".w64", ".caf"}
 
@@ -79,12 +79,12 @@ def run(args) -> int:
     if args.audio:
         if recording is None:
             raise InputError("--audio needs a recording as INPUT")
-        from lrp_onnx.runtime.audible import write_relevant_audio
+        from ..runtime.audible import write_relevant_audio
 
         write_relevant_audio(args.audio, recording, e.relevance)
     _report(args, explainer, e, recording)
     if args.conservation:
-        from lrp_onnx.runtime.conservation import conservation_report
+        from ..runtime.conservation import conservation_report
 
         report = conservation_report(explainer, x, target)
         print(json.dumps(report.to_dict()) if args.json else report.to_text())
@@ -97,8 +97,8 @@ class Recording:
 
 
 def _recording_input(explainer: Explainer, path: Path, policy: str) -> Recording:
-    from lrp_onnx.runtime.audio import load_audio
-    from lrp_onnx.runtime.features import feature_spec_from_json
+    from ..audio.io import load_audio
+    from ..audio.features import feature_spec_from_json
 
     raw = explainer.metadata.get("lrp_onnx.features")
     if not raw:
@@ -148,7 +148,7 @@ def _report(args, explainer: Explainer, e, recording) -> None:
 
 
 def _plot(args, explainer: Explainer, x, e, recording) -> None:
-    from lrp_onnx.runtime.plots import Axes, save_heatmap
+    from ..runtime.plots import Axes, save_heatmap
 
     k = args.plot_index
     if not 0 <= k < len(x):

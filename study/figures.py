@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import top_bins, top_count
-from .features import feature_spec_from_json
-from .flip import plot_curves
-from .io import atomic_write
-from .plots import Axes, _pyplot, save_heatmap
+from ..runtime.augment import top_bins, top_count
+from ..audio.features import feature_spec_from_json
+from ..runtime.flip import plot_curves
+from ..runtime.io import atomic_write
+from ..runtime.plots import Axes, _pyplot, save_heatmap
 
 
 def _load(npz: Path, limit: int = 64):

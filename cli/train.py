@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 EPILOG = """examples:
   lrp-onnx train alexnet --data /work/corpora/digits --task gender --out runs/gender --epochs 8 --limit 6000
@@ -66,7 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lrp_onnx.models import dataset, train
+    from ..models import train
+    from ..models import training_data as dataset
 
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise InputError("--epochs and --batch-size must be >= 1 and --lr > 0")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         init_ckpt = train.load_checkpoint(train.run_checkpoint(args.init, "best"))
     spec = None
     if init_ckpt is not None and init_ckpt.get("features"):
-        from lrp_onnx.runtime.features import feature_spec_from_json
+        from ..audio.features import feature_spec_from_json
 
         spec = feature_spec_from_json(init_ckpt["features"])
     elif str(args.data).endswith(".npz") and args.arch == "alexnet":

@@ -24,8 +24,8 @@ from typing import Annotated, Literal, NamedTuple, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from lrp_onnx.lrp_graph.errors import ConfigError, InputError
-from lrp_onnx.runtime.audio import load_audio, resample
+from ..lrp_graph.errors import ConfigError, InputError
+from .io import load_audio, resample
 
 __all__ = [
     "SpectrogramSpec",
@@ -216,7 +216,7 @@ class _WindowedSpec(BaseModel):
         return result
 
     def from_file(self, path: str | os.PathLike, *, offset: int | None = None) -> np.ndarray:
-        """:meth:`compute` on a recording file (see :func:`lrp_onnx.runtime.audio.load_audio`)."""
+        """:meth:`compute` on a recording file (see :func:`lrp_onnx.audio.io.load_audio`)."""
         wave, sample_rate = load_audio(path)
         try:
             return self.compute(wave, sample_rate, offset=offset)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from lrp_onnx.lrp_graph import plan_model
-from lrp_onnx.lrp_graph.errors import UnsupportedOperatorError
+from ..lrp_graph import plan_model
+from ..lrp_graph.errors import UnsupportedOperatorError
 
-from .common import add_composite_args, composite_kwargs, model_metadata
+from .options import add_composite_args, composite_kwargs, model_metadata
 
 
 def add_parser(sub) -> None:

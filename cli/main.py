@@ -14,17 +14,17 @@ import argparse
 import importlib
 import sys
 
-from lrp_onnx.lrp_graph.errors import LRPError
+from ..lrp_graph.errors import LRPError
 
 #: (module, attribute) of each sub-command's ``add_parser`` function, in help order.
 COMMANDS: list[tuple[str, str]] = [
-    ("lrp_onnx.runtime.commands.explain", "add_parser"),
-    ("lrp_onnx.runtime.commands.compile", "add_parser"),
-    ("lrp_onnx.runtime.commands.check", "add_parser"),
-    ("lrp_onnx.models.cli", "add_parsers"),
-    ("lrp_onnx.exporter.cli", "add_parser"),
-    ("lrp_onnx.runtime.flip_cli", "add_parsers"),
-    ("lrp_onnx.runtime.serve_cli", "add_parser"),
+    ("lrp_onnx.cli.explain", "add_parser"),
+    ("lrp_onnx.cli.compile", "add_parser"),
+    ("lrp_onnx.cli.check", "add_parser"),
+    ("lrp_onnx.cli.data", "add_parsers"),
+    ("lrp_onnx.cli.export", "add_parser"),
+    ("lrp_onnx.cli.flip", "add_parsers"),
+    ("lrp_onnx.cli.serve", "add_parser"),
 ]
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 
-from lrp_onnx.lrp_graph import compile_explainer
-from lrp_onnx.lrp_graph.errors import ModelError
-from lrp_onnx.runtime.io import atomic_write
-from lrp_onnx.runtime.triton import add_triton_args, write_from_args
+from ..lrp_graph import compile_explainer
+from ..lrp_graph.errors import ModelError
+from ..runtime.io import atomic_write
+from ..service.triton import add_triton_args, write_from_args
 
-from .common import add_composite_args, composite_kwargs, model_metadata
+from .options import add_composite_args, composite_kwargs, model_metadata
 
 
 def add_parser(sub) -> None:

@@ -3,7 +3,7 @@
 DATA is one of
 
 * a corpus folder in the AudioMNIST layout (``NN/D_NN_R.wav`` + ``audioMNIST_meta.txt``,
-  read by :mod:`lrp_onnx.models.data`, which needs no torch) or a speaker-ID corpus;
+  read by :mod:`lrp_onnx.audio.corpora`, which needs no torch) or a speaker-ID corpus;
   labels follow the model's task (``lrp_onnx.task``: gender, digit or speaker);
 * a manifest ``.csv`` with a header naming the columns ``path`` (relative to the CSV's
   folder) and ``label`` (a class name the model knows, or a class index);
@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 from .io import atomic_write
 
@@ -235,7 +235,7 @@ def _feature_spec(explainer, path: Path):
     if not raw:
         raise InputError(f"{path}: recordings need a model with feature metadata (lrp_onnx.features); "
                          "export it with lrp-onnx export, or give DATA as an .npz of inputs")
-    from .features import feature_spec_from_json
+    from ..audio.features import feature_spec_from_json
 
     return feature_spec_from_json(raw)
 
@@ -255,10 +255,7 @@ def model_task(explainer) -> str:
 
 def _folder_data(path: Path, explainer) -> RecordingData:
     spec = _feature_spec(explainer, path)
-    try:
-        from lrp_onnx.models import data as corpus
-    except ImportError:  # pragma: no cover - models not installed
-        raise InputError(f"{path}: reading corpus folders needs lrp_onnx.models; give a manifest .csv") from None
+    from ..audio import corpora as corpus
     task = model_task(explainer)
     if task == "speaker":
         try:

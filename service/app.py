@@ -53,11 +53,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrp_onnx.lrp_graph import preset_names
-from lrp_onnx.lrp_graph.errors import ConfigError, InputError, LRPError
+from ..lrp_graph import preset_names
+from ..lrp_graph.errors import ConfigError, InputError, LRPError
 
-from .batching import MicroBatcher, Overloaded
-from .explainer import Explainer
+from ..runtime.batching import MicroBatcher, Overloaded
+from ..runtime.explainer import Explainer
 
 __all__ = ["create_app", "make_server", "ServedModel", "Options"]
 
@@ -166,7 +166,7 @@ class ServedModel:
         raw = explainer.metadata.get("lrp_onnx.features")
         self.features = None
         if raw:
-            from .features import feature_spec_from_json
+            from ..audio.features import feature_spec_from_json
 
             try:
                 self.features = feature_spec_from_json(raw)
@@ -420,7 +420,7 @@ def render_heatmap_png(relevance: np.ndarray, background: np.ndarray, axes=None,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plots import Axes, as_image, draw_heatmap
+    from ..runtime.plots import Axes, as_image, draw_heatmap
 
     axes = axes or Axes()
     fig = Figure(figsize=(9.6, 3.8))
@@ -446,7 +446,7 @@ def render_heatmap_png(relevance: np.ndarray, background: np.ndarray, axes=None,
 
 
 def heatmaps(served: ServedModel, parsed: Parsed, targets: np.ndarray, relevance: np.ndarray) -> list[str]:
-    from .plots import Axes
+    from ..runtime.plots import Axes
 
     images = []
     for i in range(len(relevance)):
@@ -470,7 +470,7 @@ def audible(parsed: Parsed, served: ServedModel, relevance: np.ndarray) -> str |
     if parsed.kind != "audio":
         return None
     try:
-        from .audible import relevant_audio
+        from ..runtime.audible import relevant_audio
     except ImportError:
         return None
     import soundfile
@@ -677,7 +677,7 @@ def create_app(
     served: dict[str, ServedModel] = {}
     for name, model in models.items():
         if not isinstance(model, Explainer):
-            from .commands.common import model_metadata
+            from ..cli.options import model_metadata
 
             composite = model_metadata(model).get("lrp_onnx.composite") or "epsilon"
             model = Explainer(model, composite=composite, threads=threads, batch_size=max_batch)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lrp_onnx.lrp_graph import preset_names
+from ..lrp_graph import preset_names
 
 
 def add_composite_args(parser: argparse.ArgumentParser) -> None:

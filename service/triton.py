@@ -21,9 +21,9 @@ from pathlib import Path
 
 import onnx
 
-from lrp_onnx.lrp_graph.errors import InputError, ModelError
+from ..lrp_graph.errors import InputError, ModelError
 
-from .io import atomic_write
+from ..runtime.io import atomic_write
 
 __all__ = ["write_triton_repository", "triton_config", "add_triton_args", "write_from_args"]
 

@@ -20,7 +20,7 @@ from typing import Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
 __all__ = [
     "Utterance",

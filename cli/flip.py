@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from lrp_onnx.lrp_graph.errors import InputError
+from ..lrp_graph.errors import InputError
 
-from .commands.common import add_composite_args, composite_kwargs, model_metadata
+from .options import add_composite_args, composite_kwargs, model_metadata
 
 FLIP_EPILOG = """examples:
   lrp-onnx flip models/gender_alexnet.onnx test.npz -o flip.json --plot flip.png
@@ -38,7 +38,7 @@ def add_parsers(subparsers) -> None:
 
 
 def _add_flip(subparsers) -> None:
-    from .flip import BASELINES, DEFAULT_STEPS, ORDERS
+    from ..runtime.flip import BASELINES, DEFAULT_STEPS, ORDERS
 
     p = subparsers.add_parser(
         "flip", help="pixel-flipping: how fast accuracy falls as the most relevant bins are removed",
@@ -94,9 +94,9 @@ def _check_output(path: str | None, suffixes: tuple[str, ...], option: str) -> P
 
 
 def run_flip_command(args) -> int:
-    from .datasets import open_data
-    from .explainer import Explainer
-    from .flip import FlipConfig, parse_steps, plot_curves, run_flip
+    from ..runtime.inputs import open_data
+    from ..runtime.explainer import Explainer
+    from ..runtime.flip import FlipConfig, parse_steps, plot_curves, run_flip
 
     config = FlipConfig(steps=parse_steps(args.steps).tolist(), baseline=args.baseline, order=args.order,
                         random_repeats=args.random_repeats, seed=args.seed, target=args.target,
@@ -194,9 +194,9 @@ def _add_augment(subparsers) -> None:
 def run_augment_command(args) -> int:
     import numpy as np
 
-    from .augment import check_fraction, write_augmented
-    from .datasets import open_data
-    from .explainer import Explainer
+    from ..runtime.augment import check_fraction, write_augmented
+    from ..runtime.inputs import open_data
+    from ..runtime.explainer import Explainer
 
     fraction = check_fraction(args.fraction)
     output = _check_output(args.output, (".npz",), "-o")
@@ -243,6 +243,6 @@ def _add_reproduce(subparsers) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from .reproduce import run_reproduce
+    from ..study.reproduce import run_reproduce
 
     return run_reproduce(args)

@@ -1,1 +1,0 @@
-"""CLI sub-commands of the runtime."""

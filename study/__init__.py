@@ -1,0 +1,1 @@
+"""lrp_onnx.study."""
