@@ -17,7 +17,18 @@ try:
 except PackageNotFoundError:  # pragma: no cover - not installed
     __version__ = "0+unknown"
 
-from .lrp_graph import compile_explainer  # noqa: E402
-from .runtime import Explainer, Explanation  # noqa: E402
-
 __all__ = ["Explainer", "Explanation", "compile_explainer", "__version__"]
+
+
+def __getattr__(name: str):
+    """``Explainer``, ``Explanation`` and ``compile_explainer``, imported on first use (PEP 562):
+    ``import lrp_onnx`` alone stays cheap."""
+    if name == "compile_explainer":
+        from .lrp_graph.compiler import compile_explainer
+
+        return compile_explainer
+    if name in ("Explainer", "Explanation"):
+        from .runtime import explainer
+
+        return getattr(explainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,8 @@ type: speaker 01's age is an int, speaker 45's is ``"1234"``; they are ignored h
 The synthetic corpora written by ``lrp-onnx data synth`` use the same layout plus
 ``synth_manifest.json`` naming each pseudo-speaker's base voice; the speaker-ID corpus
 stores ``NN/NN_U.wav`` (speaker, utterance index) with the same two metadata files.
+A real-speech folder (e.g. ``../shared/real-speech/librispeech-train``) holds recordings
+of any length beside ``manifest.csv`` with the columns ``file,speaker,gender,seconds``.
 
 No torch here: the training code turns these lists into tensors.
 """
@@ -14,30 +16,34 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from ..lrp_graph.errors import InputError
 
 __all__ = [
-    "Utterance",
-    "Split",
-    "GENDER_LABELS",
     "DIGIT_LABELS",
-    "META_FILE",
-    "MANIFEST_FILE",
     "GENDER_FOLDS",
-    "read_audiomnist",
-    "read_speaker_corpus",
-    "read_manifest",
+    "GENDER_LABELS",
+    "MANIFEST_FILE",
+    "META_FILE",
+    "REAL_MANIFEST_FILE",
+    "Split",
+    "Utterance",
     "gender_split",
-    "voice_split",
+    "is_real_speech_corpus",
     "random_split",
+    "read_audiomnist",
+    "read_manifest",
+    "read_real_speech",
+    "read_speaker_corpus",
     "speaker_split",
     "utterance_split",
+    "voice_split",
 ]
 
 Gender = Literal["male", "female"]
@@ -48,6 +54,7 @@ DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 META_FILE = "audioMNIST_meta.txt"
 MANIFEST_FILE = "synth_manifest.json"
+REAL_MANIFEST_FILE = "manifest.csv"
 
 _DIGIT_FILE = re.compile(r"^(\d)_(\d+)_(\d+)\.wav$")
 _SPEAKER_FILE = re.compile(r"^(\d+)_(\d+)\.wav$")
@@ -128,6 +135,50 @@ def read_speaker_corpus(root: str | Path) -> list[Utterance]:
             utterances.append(Utterance(path, None, speaker, int(match.group(2)), genders[speaker], voices.get(speaker)))
     _check_complete(root, genders, utterances)
     return sorted(utterances, key=lambda u: (u.speaker, u.repetition))
+
+
+def is_real_speech_corpus(root: str | Path) -> bool:
+    """True for a folder laid out as real speech: recordings beside ``manifest.csv``."""
+    return (Path(root) / REAL_MANIFEST_FILE).is_file()
+
+
+def read_real_speech(root: str | Path) -> list[Utterance]:
+    """The recordings listed in ``root/manifest.csv`` (``file,speaker,gender,seconds``).
+
+    One :class:`Utterance` per row (``digit`` and ``base_voice`` None, ``repetition`` =
+    the row's index among its speaker's rows), sorted by (speaker, file). Raises
+    :class:`InputError` for a missing folder or manifest, missing columns, a gender
+    other than male/female, a non-numeric speaker or a listed file that does not exist.
+    """
+    import csv
+
+    root = Path(root)
+    path = root / REAL_MANIFEST_FILE
+    if not root.is_dir():
+        raise InputError(f"{root}: no such corpus folder")
+    if not path.is_file():
+        raise InputError(f"{root}: no {REAL_MANIFEST_FILE} (a real-speech folder lists its recordings there)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"file", "speaker", "gender"} - set(rows[0] if rows else {})
+    if missing:
+        raise InputError(f"{path}: needs the columns file, speaker, gender (missing {', '.join(sorted(missing))})")
+    utterances, seen = [], {}
+    for line, row in enumerate(rows, start=2):
+        gender = row["gender"].strip().lower()
+        speaker = row["speaker"].strip()
+        if gender not in GENDER_LABELS:
+            raise InputError(f"{path}:{line}: gender {row['gender']!r}, expected male or female")
+        if not speaker.isdigit():
+            raise InputError(f"{path}:{line}: speaker {speaker!r} is not a number")
+        audio = root / row["file"].strip()
+        if not audio.is_file():
+            raise InputError(f"{path}:{line}: {audio} does not exist")
+        count = seen[int(speaker)] = seen.get(int(speaker), -1) + 1
+        utterances.append(Utterance(audio, None, int(speaker), count, gender))  # type: ignore[arg-type]
+    if not utterances:
+        raise InputError(f"{path}: lists no recordings")
+    return sorted(utterances, key=lambda u: (u.speaker, u.path.name))
 
 
 def read_manifest(root: str | Path) -> dict | None:
@@ -307,7 +358,7 @@ def utterance_split(utterances: Sequence[Utterance], fractions: Sequence[float] 
         shuffled = [own[i] for i in rng.permutation(len(own))]
         for part, members in zip(parts, _cut(shuffled, fractions)):
             part.extend(members)
-    key = lambda u: (u.speaker, u.digit if u.digit is not None else -1, u.repetition)  # noqa: E731
+    key = lambda u: (u.speaker, u.digit if u.digit is not None else -1, u.repetition)
     return Split(*(sorted(p, key=key) for p in parts))
 
 

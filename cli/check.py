@@ -1,41 +1,50 @@
-"""``lrp-onnx check MODEL.onnx``: the plan without running it."""
+"""Show the plan for a model without running it: the rule every node gets, and the nodes no rule
+supports (exit code 2 when there are any).
+
+examples:
+  lrp-onnx check models/gender_alexnet.onnx
+  lrp-onnx check models/gender_alexnet.onnx --composite epsilon-plus --json
+"""
 from __future__ import annotations
 
 import json
 
 from ..lrp_graph import plan_model
 from ..lrp_graph.errors import UnsupportedOperatorError
+from .options import add_composite_args, model_metadata, printable, resolve_composite
 
-from .options import add_composite_args, composite_kwargs, model_metadata
 
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("check", help="show which rule every node gets; mark unsupported nodes")
-    p.add_argument("model", metavar="MODEL.onnx")
-    add_composite_args(p)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.set_defaults(func=run)
+def add_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODEL.onnx")
+    add_composite_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def run(args) -> int:
-    kwargs = composite_kwargs(args, model_metadata(args.model))
-    plan = plan_model(args.model, **kwargs)
+    composite = resolve_composite(args, model_metadata(args.model))
+    plan = plan_model(args.model, composite)
     rows = plan.rows()
     if args.json:
         print(json.dumps({"composite": plan.composite.name, "explained_output": plan.logits, "nodes": rows},
                          indent=2))
     else:
-        widths = [max(len(str(r[k])) for r in rows + [{"node": "node", "op_type": "op", "rule": "rule"}])
-                  for k in ("node", "op_type", "rule")]
-        widths = [min(w, 60) for w in widths]
-        print(f"composite: {plan.composite.name}; explained output: {plan.logits}")
-        print(f"{'node':<{widths[0]}}  {'op':<{widths[1]}}  {'rule':<{widths[2]}}  status")
-        for r in rows:
-            print(f"{r['node'][:60]:<{widths[0]}}  {r['op_type']:<{widths[1]}}  {r['rule'][:60]:<{widths[2]}}  "
-                  f"{r['status']}")
+        _print_table(plan, rows)
     problems = plan.problems
     if problems:
         raise UnsupportedOperatorError(
             f"{len(problems)} unsupported node(s): " + ", ".join(f"{s.op_type} '{s.name}'" for s in problems)
         )
     return 0
+
+
+def _print_table(plan, rows: list[dict]) -> None:
+    """node, op, rule, status, and the inputs relevance flows into (the others are held constant)."""
+    rows = [{**{k: printable(v) for k, v in r.items() if k != "relevance_to"},
+             "relevance_to": printable(", ".join(r.get("relevance_to", [])) or "-")} for r in rows]
+    keys, titles = ("node", "op_type", "rule", "status"), {"node": "node", "op_type": "op", "rule": "rule",
+                                                            "status": "status"}
+    widths = {k: min(60, max(len(str(r[k])) for r in rows + [titles])) for k in keys}
+    print(f"composite: {printable(plan.composite.name)}; explained output: {printable(plan.logits)}")
+    print("  ".join(f"{titles[k]:<{widths[k]}}" for k in keys) + "  relevance to")
+    for r in rows:
+        print("  ".join(f"{str(r[k])[:60]:<{widths[k]}}" for k in keys) + f"  {r['relevance_to'][:120]}")

@@ -1,16 +1,20 @@
-"""``lrp-onnx data ...`` (corpora) and, when available, ``lrp-onnx train ...`` sub-commands.
+"""Make or inspect speech corpora: `data synth` generates an offline AudioMNIST-like corpus with
+Debian's speech synthesizers (install them with scripts/install-speech-deps.sh), `data voices`
+lists the installed voices, `data info` summarises a corpus folder.
 
-Nothing here imports torch: the training commands live in
-``lrp_onnx.cli.train`` and import torch inside their handlers.
+examples:
+  lrp-onnx data synth -o corpora/digits --kind digits --speakers 60 --female 30 --reps 20 --jobs 2
+  lrp-onnx data info corpora/digits
+  lrp-onnx data voices
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections import Counter
 from pathlib import Path
 
 from ..lrp_graph.errors import InputError
+from .options import legacy_output
 
 #: Defaults per corpus kind: AudioMNIST's size for digits (60 x 10 x 50), a small
 #: speaker-ID corpus of ~2 s digit strings.
@@ -20,25 +24,8 @@ KIND_DEFAULTS = {
 }
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``data`` and, if its module exists, ``train``."""
-    _add_data_parser(subparsers)
-    try:
-        train_cli = importlib.import_module("lrp_onnx.cli.train")
-    except ModuleNotFoundError as exc:
-        if exc.name != "lrp_onnx.cli.train":
-            raise
-        return
-    train_cli.add_parser(subparsers)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="make or inspect speech corpora",
-                                 description="Make or inspect speech corpora.")
-    sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     synth = sub.add_parser(
         "synth",
@@ -47,8 +34,12 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
         "corpus of ~2 s digit strings (OUT_DIR/NN/NN_U.wav) from espeak-ng/MBROLA, flite, pico and "
         "espeak formant voices, with audioMNIST_meta.txt and synth_manifest.json. Deterministic for a "
         "seed; an interrupted run resumes. Install the synthesizers with scripts/install-speech-deps.sh.",
+        epilog="example:\n  lrp-onnx data synth -o corpora/digits --kind digits --speakers 4 --reps 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    synth.add_argument("out_dir", metavar="OUT_DIR", type=Path)
+    synth.add_argument("-o", "--output", dest="out_dir", type=Path, metavar="OUT_DIR",
+                       help="corpus folder to write (or to resume)")
+    synth.add_argument("legacy_out_dir", nargs="?", type=Path, metavar="OUT_DIR", help=argparse.SUPPRESS)
     synth.add_argument("--kind", choices=sorted(KIND_DEFAULTS), default="digits",
                        help="digits: one spoken digit per file (<= 1 s); speaker: digit strings (<= 2 s)")
     synth.add_argument("--speakers", type=int, help="pseudo-speakers (default 60 digits, 40 speaker)")
@@ -63,24 +54,32 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
                        "'flite:slt,espeak:m1' (default: every installed one; see `lrp-onnx data voices`)")
     synth.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
-    synth.set_defaults(func=_synth)
+    synth.set_defaults(data_run=_synth)
 
     voices = sub.add_parser("voices", help="list installed base voices with their measured F0 and gender",
                             description="Measure every installed base voice's natural median F0 and check "
                             "its gender (what `data synth` does before generating).")
-    voices.set_defaults(func=_voices)
+    voices.set_defaults(data_run=_voices)
 
     info = sub.add_parser("info", help="summarise a corpus folder (AudioMNIST or synthetic)",
                           description="Count utterances, speakers and base voices per gender of a corpus.")
     info.add_argument("corpus", metavar="DIR", type=Path)
-    info.set_defaults(func=_info)
+    info.set_defaults(data_run=_info)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.data_run(args)
 
 
 def _synth(args: argparse.Namespace) -> int:
     from ..models.synth import CorpusSettings, generate_corpus
 
+    legacy_output(args, "data synth")
     defaults = KIND_DEFAULTS[args.kind]
-    pick = lambda name: defaults[name] if getattr(args, name) is None else getattr(args, name)  # noqa: E731
+
+    def pick(name: str):
+        return defaults[name] if getattr(args, name) is None else getattr(args, name)
+
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     settings = CorpusSettings(kind=args.kind, speakers=pick("speakers"), female=pick("female"), reps=pick("reps"),

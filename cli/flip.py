@@ -1,53 +1,38 @@
-"""``lrp-onnx flip``, ``lrp-onnx augment`` and ``lrp-onnx reproduce``.
+"""Pixel-flipping: for each sample, order the input bins by relevance (most relevant first), set
+the top k % to a baseline value and record accuracy and the mean target logit for each k; a random
+order, averaged over several seeds, is the reference. Prints the areas under the curves and the
+LRP/random AUC ratio (below 1: the explanation finds the bins the model needs). Every option, and
+DATA against the model, is checked before anything is written; results are written atomically.
 
-Every option is checked, and DATA is checked against the model, before anything is
-written; results and datasets are written atomically.
+examples:
+  lrp-onnx flip models/gender_alexnet.onnx test.npz -o flip.json --plot flip.png
+  lrp-onnx flip model.onnx corpora/digits --limit 500 --steps 0:1:0.1,1:10:1 --random-repeats 5
+  lrp-onnx flip model.onnx test.csv --baseline moore --order lerf -o lerf.json --resume
+  lrp-onnx flip model.onnx /shared/test.npz -o /shared/flip.json --ray HEAD_HOST:6379
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..lrp_graph.errors import InputError
-
-from .options import add_composite_args, composite_kwargs, model_metadata
-
-FLIP_EPILOG = """examples:
-  lrp-onnx flip models/gender_alexnet.onnx test.npz -o flip.json --plot flip.png
-  lrp-onnx flip model.onnx /work/corpora/digits --limit 500 --steps 0:1:0.1,1:10:1 --random-repeats 5
-  lrp-onnx flip model.onnx test.csv --baseline moore --order lerf -o lerf.json --resume
-"""
-
-AUGMENT_EPILOG = """then continue training on it, e.g.
-  lrp-onnx train alexnet --data AUGMENTED.npz --task gender --init RUN_DIR --out RUN_DIR-augmented
-"""
+from ..runtime.io import check_output_path
+from .batch import add_ray_arguments, flip_on_engine
+from .options import (
+    add_composite_args,
+    add_output_arg,
+    check_params_used,
+    explainer_options,
+    printable,
+)
 
 DATA_HELP = ("a corpus folder (AudioMNIST layout), a manifest .csv (columns path,label) or an .npz "
              "with inputs x (N, ...) and labels y (N,) [and class names 'labels']")
 
 
-def add_parsers(subparsers) -> None:
-    _add_flip(subparsers)
-    _add_augment(subparsers)
-    _add_reproduce(subparsers)
-
-
-# --------------------------------------------------------------------------- flip
-
-
-def _add_flip(subparsers) -> None:
+def add_arguments(p) -> None:
     from ..runtime.flip import BASELINES, DEFAULT_STEPS, ORDERS
 
-    p = subparsers.add_parser(
-        "flip", help="pixel-flipping: how fast accuracy falls as the most relevant bins are removed",
-        description="For each sample, order the input bins by relevance (most relevant first), set the "
-                    "top k %% to a baseline value and record accuracy and the mean target logit for each k; "
-                    "a random order, averaged over several seeds, is the reference. Prints the areas under "
-                    "the curves and the LRP/random AUC ratio (below 1: the explanation finds the bins the "
-                    "model needs).",
-        epilog=FLIP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     add_composite_args(p)
@@ -70,42 +55,46 @@ def _add_flip(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per explain pass (default 32)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use a class-balanced, seeded subset of N samples")
-    p.add_argument("-o", "--output", metavar="RESULTS.json", help="write the results (JSON)")
+    add_output_arg(p, "RESULTS.json", "write the results (JSON)")
     p.add_argument("--plot", metavar="CURVES.png", help="plot accuracy vs %% flipped, LRP vs random")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run with the same -o (its state is RESULTS.json.partial)")
     p.add_argument("--json", action="store_true", help="print the results JSON instead of a table")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_flip_command)
+    add_ray_arguments(p)  # --ray [ADDRESS], --workers (Ray actors)
 
 
-def _check_output(path: str | None, suffixes: tuple[str, ...], option: str) -> Path | None:
+def check_output(path: str | None, suffixes: tuple[str, ...], option: str) -> Path | None:
+    """``path`` as an output of one of ``suffixes``, checked before any work (or None)."""
     if path is None:
         return None
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise InputError(f"{option} {path}: expected a {' or '.join(suffixes)} file name")
-    if not out.parent.is_dir():
-        raise InputError(f"{option} {path}: folder '{out.parent}' does not exist")
-    if out.is_dir():
-        raise InputError(f"{option} {path}: is a folder")
-    return out
+    try:
+        return check_output_path(out)
+    except InputError as exc:
+        raise InputError(f"{option} {exc}") from None
 
 
-def run_flip_command(args) -> int:
-    from ..runtime.inputs import open_data
+
+def run(args) -> int:
     from ..runtime.explainer import Explainer
-    from ..runtime.flip import FlipConfig, parse_steps, plot_curves, run_flip
+    from ..runtime.flip import FlipConfig, parse_steps
+    from ..runtime.flip_curves import plot_curves
+    from ..runtime.inputs import open_data
 
     config = FlipConfig(steps=parse_steps(args.steps).tolist(), baseline=args.baseline, order=args.order,
                         random_repeats=args.random_repeats, seed=args.seed, target=args.target,
                         batch_size=args.batch_size)
-    output = _check_output(args.output, (".json",), "-o")
-    plot = _check_output(args.plot, (".png",), "--plot")
+    output = check_output(args.output, (".json",), "-o")
+    plot = check_output(args.plot, (".png",), "--plot")
     if args.resume and output is None:
         raise InputError("--resume needs -o RESULTS.json (the results file of the interrupted run)")
-    explainer = Explainer(args.model, threads=args.threads, **composite_kwargs(args, model_metadata(args.model)))
+    options = explainer_options(args)
+    explainer = Explainer(args.model, threads=args.threads, **options)
+    check_params_used(explainer.composite, options)
     ranker = None
     if args.rank_by:
         if args.order == "random":
@@ -117,16 +106,17 @@ def run_flip_command(args) -> int:
     data = open_data(args.data, explainer, limit=args.limit, seed=args.seed)
     info = {"model": str(args.model), "model_digest": explainer.digest, "composite": explainer.composite.name,
             "labels": explainer.labels, "ranked_by": str(args.rank_by) if args.rank_by else None}
-    result = run_flip(explainer, data, config, results_path=output, resume=args.resume,
-                      progress=not args.no_progress, info=info, ranker=ranker)
+    result = flip_on_engine(args, explainer, data, config, results_path=output, resume=args.resume,
+                            progress=not args.no_progress, info=info, ranker=ranker)
     if plot is not None:
-        plot_curves(result, plot, title=f"{Path(args.model).name}: {explainer.composite.name}, "
-                                         f"{result['samples']} samples")
+        plot_curves(result, plot, title=printable(f"{Path(args.model).name}: {explainer.composite.name}, "
+                                                  f"{result['samples']} samples"))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(format_table(result))
     return 0
+
 
 
 def format_table(result: dict) -> str:
@@ -162,87 +152,3 @@ def format_table(result: dict) -> str:
             parts.append(f"ratio {ratio:.3f}")
         lines.append("  ".join(parts))
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- augment
-
-
-def _add_augment(subparsers) -> None:
-    p = subparsers.add_parser(
-        "augment", help="LRP-guided augmentation: blur each input's most relevant bins (Moore mean)",
-        description="In each input of DATA, set the top FRACTION most relevant bins (relevance for the "
-                    "true label) to the mean of their Moore neighbourhood (the 8 surrounding bins; 5 on "
-                    "an edge, 3 in a corner) and write the result as an .npz of x, y and labels that "
-                    "lrp-onnx train reads.",
-        epilog=AUGMENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL.onnx")
-    p.add_argument("data", metavar="DATA", help=DATA_HELP)
-    p.add_argument("-o", "--output", required=True, metavar="AUGMENTED.npz")
-    p.add_argument("--fraction", type=float, default=0.005,
-                   help="fraction of each input's bins to replace, in (0, 1) (default 0.005 = 0.5 %%)")
-    add_composite_args(p)
-    p.add_argument("--val", metavar="DATA", help="also store this DATA unchanged as x_val/y_val (validation)")
-    p.add_argument("--test", metavar="DATA", help="also store this DATA unchanged as x_test/y_test")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="augment a class-balanced, seeded subset of N samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_augment_command)
-
-
-def run_augment_command(args) -> int:
-    import numpy as np
-
-    from ..runtime.augment import check_fraction, write_augmented
-    from ..runtime.inputs import open_data
-    from ..runtime.explainer import Explainer
-
-    fraction = check_fraction(args.fraction)
-    output = _check_output(args.output, (".npz",), "-o")
-    explainer = Explainer(args.model, threads=args.threads, **composite_kwargs(args, model_metadata(args.model)))
-    data = open_data(args.data, explainer, limit=args.limit, seed=args.seed)
-    extra = {name: open_data(source, explainer) for name, source in (("val", args.val), ("test", args.test))
-             if source}
-    info = write_augmented(output, explainer, data, fraction, extra=extra, progress=not args.no_progress)
-    print(f"wrote {output}: {info['samples']} inputs, {info['bins_per_sample']} bins each set to their "
-          f"Moore mean ({fraction:g} of {int(np.prod(data.input_shape))})"
-          + "".join(f", {info[f'{k}_samples']} {k} inputs" for k in extra))
-    print(f"continue training with: lrp-onnx train ARCH --data {output} --task TASK --init RUN_DIR --out NEW_RUN_DIR",
-          file=sys.stderr)
-    return 0
-
-
-# --------------------------------------------------------------------------- reproduce
-
-
-def _add_reproduce(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reproduce", help="rerun the study's experiments and write OUT_DIR/report.md",
-        description="Train (or reuse) the gender AlexNet and the speaker-ID ResNet, explain them, run the "
-                    "pixel-flipping and LRP-augmentation experiments and write OUT_DIR/report.md with its "
-                    "figures and OUT_DIR/results.json. Every stage is cached in OUT_DIR: rerunning the "
-                    "command resumes where it stopped.")
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="AUDIOMNIST_DIR", help="digits corpus in the AudioMNIST layout")
-    source.add_argument("--synth", action="store_true",
-                        help="generate the corpora offline with `lrp-onnx data synth` (the default)")
-    p.add_argument("--speaker-data", metavar="DIR", help="speaker-ID corpus (default: synthesised)")
-    p.add_argument("--budget", default="quick", choices=("quick", "full", "tiny"),
-                   help="quick: small corpus and few epochs (< 15 min on 2 cores); full: the real run; "
-                        "tiny: a smoke test")
-    p.add_argument("--gender-run", metavar="RUN_DIR",
-                   help="reuse a finished `lrp-onnx train alexnet --task gender` run instead of training one")
-    p.add_argument("--speaker-run", metavar="RUN_DIR",
-                   help="reuse a finished `lrp-onnx train resnet --task speaker` run instead of training one")
-    p.add_argument("--skip-speaker", action="store_true", help="leave out the ResNet experiments (Figures 7-12)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for training and onnxruntime")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run_reproduce)
-
-
-def _run_reproduce(args) -> int:
-    from ..study.reproduce import run_reproduce
-
-    return run_reproduce(args)

@@ -1,4 +1,12 @@
-"""``lrp-onnx serve MODEL.onnx [MODEL2.onnx ...]``: the HTTP service (needs the ``serve`` extra)."""
+"""Serve models over HTTP (FastAPI + uvicorn; pip install 'lrp-onnx[serve]'). Each MODEL is a
+path, served under its file name without .onnx, or NAME=PATH. Open http://HOST:PORT/ for the
+viewer page; the API's OpenAPI schema is at /openapi.json. Binds loopback unless --host says
+otherwise; --token (or $LRP_ONNX_TOKEN) requires 'Authorization: Bearer TOKEN' on /v1/.
+
+examples:
+  lrp-onnx serve models/gender_alexnet.onnx --port 8000
+  LRP_ONNX_TOKEN=s3cret lrp-onnx serve gender=models/gender_alexnet.onnx --max-batch 8
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -10,12 +18,7 @@ from pathlib import Path
 from ..lrp_graph.errors import ConfigError, InputError
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "serve", help="serve predictions and explanations over HTTP, with a viewer page",
-        description="Serve models over HTTP (FastAPI + uvicorn; pip install 'lrp-onnx[serve]'). Each MODEL is "
-                    "a path, served under its file name without .onnx, or NAME=PATH. Open http://HOST:PORT/ "
-                    "for the viewer, /docs for the API.")
+def add_arguments(p) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL.onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -23,7 +26,8 @@ def add_parser(sub) -> None:
                    help="most samples per request and per batched run (default 16)")
     p.add_argument("--max-body-mb", type=float, default=16, metavar="N", help="largest request body (default 16)")
     p.add_argument("--token", default=None, metavar="TOKEN",
-                   help="require 'Authorization: Bearer TOKEN' on /v1/ (default: $LRP_ONNX_TOKEN if set)")
+                   help="require 'Authorization: Bearer TOKEN' on /v1/ (default: $LRP_ONNX_TOKEN if set); "
+                        "an empty token is refused")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="most seconds a request may wait and run before 503 (default 30)")
     p.add_argument("--queue-size", type=int, default=64, metavar="N",
@@ -32,9 +36,11 @@ def add_parser(sub) -> None:
                    help="longest recording accepted (default 60); longer than the model's window: cropped "
                         "to the loudest window, or split with segments=split")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime intra-op threads")
+    p.add_argument("--browser", action="store_true",
+                   help="also serve each model's in-browser site at /browser/NAME/ (built at start-up, as "
+                        "`lrp-onnx web`; needs onnxruntime-web: `npm ci` in web/)")
     p.add_argument("--examples", default=None, metavar="DIR",
                    help="folder of example recordings for the viewer (default: the package's models/examples)")
-    p.set_defaults(func=run)
 
 
 def model_names(specs: list[str]) -> dict[str, str]:
@@ -74,6 +80,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def bearer_token(option: str | None) -> str | None:
+    """The token from ``--token``, else ``$LRP_ONNX_TOKEN``, else None (no authentication).
+    One that is given but empty or blank is refused: it must not silently turn
+    authentication off."""
+    source, token = "--token", option
+    if token is None:
+        source, token = "LRP_ONNX_TOKEN", os.environ.get("LRP_ONNX_TOKEN")
+    if token is None:
+        return None
+    if not token.strip():
+        raise InputError(f"{source} is empty: give a token, or leave it out to serve without authentication")
+    if not all("!" <= c <= "~" for c in token):
+        raise InputError(f"{source} may only hold visible ASCII characters (no spaces)")
+    return token
+
+
 def run(args) -> int:
     try:
         import fastapi  # noqa: F401
@@ -89,19 +111,34 @@ def run(args) -> int:
 
     if args.max_batch < 1 or args.queue_size < 1 or args.max_body_mb <= 0 or args.timeout <= 0:
         raise InputError("--max-batch, --queue-size, --max-body-mb and --timeout must be positive")
-    token = args.token or os.environ.get("LRP_ONNX_TOKEN") or None
+    token = bearer_token(args.token)
     if not _is_loopback(args.host) and token is None:
         print(f"lrp-onnx: warning: serving on {args.host} without --token: anyone who can reach it may use it",
               file=sys.stderr)
     app = create_app(model_names(args.models), max_batch=args.max_batch, max_body_mb=args.max_body_mb,
                      token=token, timeout_s=args.timeout, queue_size=args.queue_size, max_audio_s=args.max_audio_s,
-                     threads=args.threads, examples_dir=args.examples or default_examples())
+                     threads=args.threads, examples_dir=args.examples or default_examples(),
+                     browser_sites=browser_sites(model_names(args.models)) if args.browser else None)
     names = ", ".join(app.state.served)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {names} on http://{host}:{args.port}/ (API docs: /docs){' with a bearer token' if token else ''}",
+    print(f"serving {names} on http://{host}:{args.port}/ (API: /openapi.json){' with a bearer token' if token else ''}",
           file=sys.stderr, flush=True)
     # uvicorn's own connection limit is a backstop (plain-text 503) above the app's JSON one
     server = make_server(app, args.host, args.port, limit_concurrency=4 * (args.queue_size + args.max_batch + 8),
                          log_level="info")
     server.run()
     return 0
+
+
+def browser_sites(models: dict[str, str]) -> dict[str, str]:
+    """Build the in-browser site of each model into the cache (``$LRP_ONNX_CACHE/sites``)."""
+    from ..runtime.cache import cache_dir
+    from ..web.site import build_site
+
+    sites = {}
+    for name, model in models.items():
+        folder = cache_dir().parent / "sites" / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        build_site(model, folder)
+        sites[name] = str(folder)
+    return sites

@@ -1,42 +1,46 @@
-"""``lrp-onnx train``: train the AudioMNIST AlexNet or the speaker-ID ResNet.
+"""Train the AudioMNIST AlexNet (gender/digit) or the ResNet speaker-ID model. Each epoch writes
+RUN_DIR/last.pt, RUN_DIR/best.pt (best validation accuracy) and a line of RUN_DIR/metrics.jsonl;
+the test accuracy of the best epoch ends up in RUN_DIR/summary.json. Needs torch (the 'train'
+extra), imported only when the command runs.
 
-Torch is imported inside the handler only, so the CLI starts without it.
+examples:
+  lrp-onnx train alexnet --data corpora/digits --task gender -o runs/gender --epochs 8 --limit 6000
+  lrp-onnx train alexnet --data corpora/digits --task gender -o runs/gender --epochs 12 --resume
+  lrp-onnx train resnet --data corpora/speakers --task speaker -o runs/spk --width 16
+  lrp-onnx train alexnet --data augmented.npz --task gender --init runs/gender -o runs/gender-aug
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..lrp_graph.errors import InputError
 
-EPILOG = """examples:
-  lrp-onnx train alexnet --data /work/corpora/digits --task gender --out runs/gender --epochs 8 --limit 6000
-  lrp-onnx train alexnet --data /work/corpora/digits --task gender --out runs/gender --epochs 12 --resume
-  lrp-onnx train resnet --data /work/corpora/speakers --task speaker --out runs/spk --width 16
-  lrp-onnx train alexnet --data augmented.npz --task gender --init runs/gender --out runs/gender-aug
-"""
+
+class _DeprecatedOut(argparse.Action):
+    """``--out RUN_DIR``: the option before ``-o/--output``; still read, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("lrp-onnx: warning: train --out is deprecated; use -o/--output", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train", help="train a speech model (AlexNet or ResNet) with checkpoints and --resume",
-        description="Train the AudioMNIST AlexNet (gender/digit) or the ResNet speaker-ID model. "
-                    "Each epoch writes RUN_DIR/last.pt, RUN_DIR/best.pt (best validation accuracy) "
-                    "and a line of RUN_DIR/metrics.jsonl; the test accuracy of the best epoch ends "
-                    "up in RUN_DIR/summary.json.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", choices=["alexnet", "resnet"], help="model architecture")
-    p.add_argument("--data", required=True, metavar="DIR|NPZ",
-                   help="corpus folder (AudioMNIST layout or speaker-ID corpus), or an .npz with "
+    p.add_argument("--data", required=True, metavar="DIR[:DIR...]|NPZ",
+                   help="corpus folder(s): AudioMNIST layout, speaker-ID corpus, or real speech (a folder with "
+                        "manifest.csv, split by speaker); several joined with ':' are mixed; or an .npz with "
                         "precomputed inputs x (N,C,H,W) and labels y (N,) [x_val/y_val, x_test/y_test, labels]")
     p.add_argument("--task", required=True, choices=["gender", "digit", "speaker"])
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, metrics)")
+    p.add_argument("-o", "--output", dest="out", metavar="RUN_DIR", help="run directory (checkpoints, metrics)")
+    p.add_argument("--out", dest="out", action=_DeprecatedOut, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, default=10, help="total number of epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=32, help="default 32")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as the study)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--grad-clip", type=float, default=None, metavar="NORM", help="clip the gradient norm")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run in -o RUN_DIR after its last finished epoch")
     p.add_argument("--init", metavar="RUN_DIR", help="start from another run's best weights")
     p.add_argument("--split", default="auto", choices=["auto", "voice", "fold", "speaker", "utterance", "random"],
                    help="auto: held-out base voices (synthetic digits), the study's speaker folds (real "
@@ -59,8 +63,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="decoded-waveform cache (default $LRP_ONNX_CACHE or ~/.cache/lrp-onnx)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy shared CPU, 1 can be faster than several)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models import train
     from ..models import training_data as dataset
 
+    if args.out is None:
+        raise InputError("train needs -o RUN_DIR (the run directory)")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise InputError("--epochs and --batch-size must be >= 1 and --lr > 0")
     if args.threads:
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if sets.train.input_shape != tuple(_input_shape(args.arch, sets)):
         raise InputError(f"{args.data}: inputs of shape {sets.train.input_shape} do not fit the {args.arch}")
     model_config = _model_config(args, sets)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", "threads", "cache")}
+    config = {k: v for k, v in vars(args).items() if k not in ("command_run", "no_progress", "threads", "cache")}
     config["data"] = str(args.data)
     train.train(config, sets, model_config, progress=not args.no_progress)
     return 0

@@ -6,12 +6,9 @@ spec and recommended composite. The model is exported in eval mode with a dynami
 batch axis; the file is written only if onnxruntime reproduces torch's logits:
 ``max|ort - torch| <= rtol * max(max|torch|, 1e-3)`` with ``rtol = 1e-4`` on the example
 input and on a batch of two, otherwise :class:`ModelError` is raised and nothing is
-written. Metadata (ONNX ``metadata_props``):
-
-    lrp_onnx.labels     JSON list of class names, index = logit
-    lrp_onnx.task       e.g. "gender"
-    lrp_onnx.features   feature spec JSON (lrp_onnx.audio.features)
-    lrp_onnx.composite  recommended LRP composite, e.g. "paper-alexnet"
+written. Metadata (ONNX ``metadata_props``) follows :mod:`lrp_onnx.runtime.metadata`:
+labels, task, feature spec and the recommended composite. The default opset (18) is the
+compiler's own, so explaining the file needs no opset conversion.
 """
 from __future__ import annotations
 
@@ -25,8 +22,8 @@ import numpy as np
 import onnx
 
 from ..lrp_graph.errors import InputError, ModelError
+from ..runtime.metadata import metadata_from_values, write_metadata
 
-METADATA_PREFIX = "lrp_onnx."
 DEFAULT_RTOL = 1e-4
 
 
@@ -40,7 +37,7 @@ def export_module(
     features: str | dict | object | None = None,
     composite: str | None = None,
     dynamo: bool = False,
-    opset: int = 17,
+    opset: int = 18,
     input_name: str = "input",
     output_name: str = "logits",
     rtol: float = DEFAULT_RTOL,
@@ -116,25 +113,7 @@ def _to_onnx(module, x, opset: int, dynamo: bool, input_name: str, output_name: 
 
 
 def _set_metadata(proto: onnx.ModelProto, **values) -> None:
-    entries = {}
-    if values["labels"] is not None:
-        entries["labels"] = json.dumps([str(v) for v in values["labels"]])
-    if values["task"] is not None:
-        entries["task"] = str(values["task"])
-    features = values["features"]
-    if features is not None:
-        if hasattr(features, "model_dump_json"):
-            features = features.model_dump_json()
-        elif isinstance(features, dict):
-            features = json.dumps(features)
-        entries["features"] = str(features)
-    if values["composite"] is not None:
-        entries["composite"] = str(values["composite"])
-    keep = [p for p in proto.metadata_props if p.key[len(METADATA_PREFIX):] not in entries]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in entries.items():
-        proto.metadata_props.add(key=METADATA_PREFIX + key, value=value)
+    write_metadata(proto, metadata_from_values(**values))
 
 
 def verify_onnx(model: bytes | str | os.PathLike, x: np.ndarray, expected: np.ndarray,
@@ -161,7 +140,7 @@ def verify_onnx(model: bytes | str | os.PathLike, x: np.ndarray, expected: np.nd
 
 
 def export_run(run: str | os.PathLike, path: str | os.PathLike, *, which: str = "best",
-               dynamo: bool = False, opset: int = 17, composite: str | None = None,
+               dynamo: bool = False, opset: int = 18, composite: str | None = None,
                example: np.ndarray | None = None) -> Path:
     """Export a training run's ``best.pt`` (or ``last.pt``) with its metadata."""
     from ..models.train import load_checkpoint, model_from_checkpoint, run_checkpoint

@@ -2,17 +2,39 @@
 
 ONNX file -> :class:`Graph` -> :class:`Plan` (node -> rule) -> explainer ONNX model.
 Knows nothing of sessions, servers, torch or audio.
-"""
-from .compiler import Explainer, compile_explainer, plan_model
-from .composite import PRESETS, Composite, Entry, Match, get_composite, preset_names
-from .errors import ConfigError, InputError, LRPError, ModelError, UnsupportedOperatorError
-from .graph import Graph
-from .loading import load_model, model_digest
-from .ops import Context, OpHandler, register_op
-from .rules import make_rule
 
-__all__ = [
-    "Explainer", "compile_explainer", "plan_model", "PRESETS", "Composite", "Entry", "Match", "get_composite",
-    "preset_names", "ConfigError", "InputError", "LRPError", "ModelError", "UnsupportedOperatorError", "Graph",
-    "load_model", "model_digest", "Context", "OpHandler", "register_op", "make_rule",
-]
+The names below are imported from their modules on first use (PEP 562), so that a
+program that only needs, say, the error classes or a composite does not pay for
+importing the whole compiler (``lrp-onnx explain`` with a cached explainer never does).
+"""
+from __future__ import annotations
+
+import importlib
+
+#: public name -> the module (relative to this package) that defines it
+_EXPORTS = {
+    "CompiledExplainer": ".compiler", "compile_explainer": ".compiler", "plan_model": ".compiler",
+    "PRESETS": ".composite", "Composite": ".composite", "Entry": ".composite", "Match": ".composite",
+    "get_composite": ".composite", "preset_names": ".composite",
+    "ConfigError": ".errors", "InputError": ".errors", "LRPError": ".errors", "ModelError": ".errors",
+    "UnsupportedOperatorError": ".errors",
+    "DEFAULT_FOLDING_LIMITS": ".folding", "FoldingLimits": ".folding",
+    "Graph": ".graph",
+    "load_model": ".loading", "model_digest": ".loading",
+    "Context": ".ops", "OpHandler": ".ops", "register_op": ".ops", "registry_version": ".ops",
+    "supported_ops": ".ops",
+    "make_rule": ".rules",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

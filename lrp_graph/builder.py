@@ -22,7 +22,6 @@ class Builder:
         self._taken = set(taken or ())
         self._counter = itertools.count()
         self._const_cache: dict[tuple, str] = {}
-        self._shared: dict[int, tuple[np.ndarray, str]] = {}
         self.scope = ""
 
     # -- names and constants ---------------------------------------------------------------------
@@ -46,14 +45,6 @@ class Builder:
         if key is not None:
             self._const_cache[key] = name
         return name
-
-    def shared(self, array: np.ndarray, hint: str = "w") -> str:
-        """A constant for ``array``, stored once however often the same object is used."""
-        entry = self._shared.get(id(array))
-        if entry is None or entry[0] is not array:
-            entry = (array, self.const(array, hint=hint))
-            self._shared[id(array)] = entry
-        return entry[1]
 
     def ints(self, values) -> str:
         return self.const(np.asarray(values, dtype=np.int64), dtype=np.int64, hint="i")

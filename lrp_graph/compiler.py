@@ -21,21 +21,21 @@ from onnx import TensorProto, helper
 
 from .builder import Builder
 from .composite import Composite, get_composite, needs_bounds
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, LRPError, ModelError
+from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits
 from .graph import Graph
+from .interface import OUTPUT_NAMES, SUM_PREFIX, TARGET_INPUT
+from .narrowing import narrow_wide_nodes
 from .loading import load_model, model_digest
 from .ops import Context
 from .plan import Plan, Step, make_plan
 
-OUTPUT_NAMES = ("logits", "targets", "relevance")
-TARGET_INPUT = "target"
-#: name prefix of the per-step relevance sums emitted with ``layer_sums=True``
-SUM_PREFIX = "relevance_sum/"
 
 
 @dataclass
-class Explainer:
-    """A compiled explainer: the ONNX model and the plan it came from."""
+class CompiledExplainer:
+    """A compiled explainer: the ONNX model and the plan it came from (the session wrapper
+    that runs it is :class:`lrp_onnx.Explainer`)."""
 
     model: onnx.ModelProto
     plan: Plan
@@ -47,11 +47,12 @@ class Explainer:
         onnx.save_model(self.model, str(path))
 
 
-def plan_model(model, composite="epsilon", *, epsilon=None, gamma=None, bounds=None, output=None) -> Plan:
+def plan_model(model, composite="epsilon", *, epsilon=None, gamma=None, bounds=None, output=None,
+               folding: FoldingLimits = DEFAULT_FOLDING_LIMITS) -> Plan:
     """The plan for ``model`` without compiling it (for ``lrp-onnx check``)."""
     proto = load_model(model)
     comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
-    return make_plan(Graph.from_model(proto, output), comp)
+    return make_plan(Graph.from_model(proto, output, folding), comp)
 
 
 def compile_explainer(
@@ -64,7 +65,8 @@ def compile_explainer(
     output: str | None = None,
     layer_sums: bool = False,
     relevance_at: list[str] | tuple[str, ...] = (),
-) -> Explainer:
+    folding: FoldingLimits = DEFAULT_FOLDING_LIMITS,
+) -> CompiledExplainer:
     """Compile ``model`` (path or ModelProto) into an explainer model.
 
     ``output`` picks the explained model output (default: the first).
@@ -72,23 +74,29 @@ def compile_explainer(
     relevance sum per sample, for the conservation report (``lrp_onnx.runtime.conservation``).
     ``relevance_at`` names intermediate values whose relevance becomes an extra output
     ``relevance@VALUE`` (e.g. a layer's output, to see which channels carried the decision).
+    ``folding`` bounds compile-time constant folding (:class:`FoldingLimits`).
+    The loaded model and its :class:`Graph` are not changed: the explainer is written into a copy.
     """
     proto = load_model(model)
     digest = model_digest(proto)
     comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
     if needs_bounds(comp):
         raise ConfigError(f"composite '{comp.name}' uses the z-box rule: give the input bounds (--bounds LOW HIGH)")
-    graph = Graph.from_model(proto, output)
+    graph = Graph.from_model(proto, output, folding)
     plan = make_plan(graph, comp)
     plan.raise_for_problems()
-    sums = _emit(plan, layer_sums, tuple(relevance_at))
-    _finish_model(plan, comp)
-    return Explainer(plan.graph.model, plan, graph.input_name, digest, sums)
+    explainer = onnx.ModelProto()
+    explainer.CopyFrom(graph.model)
+    sums = _emit(plan, explainer, layer_sums, tuple(relevance_at))
+    _finish_model(explainer, comp)
+    return CompiledExplainer(explainer, plan, graph.input_name, digest, sums)
 
 
-def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
+          relevance_at: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+    """Append the relevance pass to ``explainer`` (a copy of the planned model)."""
     graph = plan.graph
-    g = graph.model.graph
+    g = explainer.graph
     taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
     taken |= {i.name for i in g.input} | {o.name for o in g.output}
     clash = [n for n in OUTPUT_NAMES + (TARGET_INPUT,) if n in taken and not n == "logits" == plan.logits]
@@ -98,15 +106,29 @@ def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> l
     b = Builder(prefix="lrp", taken=taken)
     ctx = Context(graph=graph, b=b)
 
-    target = _target(b, plan)
-    relevance: dict[str, list[str]] = {plan.logits: [b.mul(plan.logits, _one_hot(b, plan, target))]}
+    scores = plan.logits
+    if len(graph.shape(scores)) != 2:  # (N, d1, d2, ...): scores numbered in row-major order
+        scores = b.op("Flatten", [plan.logits], axis=1, hint="scores")
+    g.input.append(helper.make_tensor_value_info(TARGET_INPUT, TensorProto.INT64, ["N"]))
+    target = _target(b, scores)
+    start = b.mul(scores, _one_hot(b, plan, target))
+    relevance: dict[str, list[str]] = {plan.logits: [b.reshape_like(start, plan.logits) if scores != plan.logits
+                                                     else start]}
     sums: list[tuple[str, str, str]] = []
+    forward_nodes = g.node
     for step in reversed(plan.steps):
         incoming = [_collect(b, relevance, out) for out in step.outputs]
         if all(r is None for r in incoming):
             continue
         b.scope = f"{step.name}/"
-        contributions = _backward(ctx, step, incoming, plan)
+        try:
+            contributions = _backward(ctx, step, forward_nodes[step.positions[0]], incoming, plan)
+        except LRPError:
+            raise
+        except Exception as exc:  # a handler meeting a node no valid model has
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise ModelError(f"cannot propagate relevance through {step.op_type} '{step.name}' "
+                             f"({type(exc).__name__}: {text})") from None
         b.scope = ""
         for name, r in contributions:
             relevance.setdefault(name, []).append(r)
@@ -126,10 +148,10 @@ def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> l
     g.node.extend(b.nodes)
     g.initializer.extend(b.initializers)
     g.node.append(helper.make_node("Identity", [result], ["relevance"], name="lrp/output_relevance"))
-    if plan.logits != "logits":
-        g.node.append(helper.make_node("Identity", [plan.logits], ["logits"], name="lrp/output_logits"))
+    if scores != "logits":
+        g.node.append(helper.make_node("Identity", [scores], ["logits"], name="lrp/output_logits"))
     g.node.append(helper.make_node("Identity", [target], ["targets"], name="lrp/output_targets"))
-    _set_outputs(plan, sums)
+    _set_outputs(plan, g, sums)
     for value, r in exposed:
         name = f"relevance@{value}"
         g.node.append(helper.make_node("Identity", [r], [name], name=f"lrp/{name}"))
@@ -137,18 +159,14 @@ def _emit(plan: Plan, layer_sums: bool, relevance_at: tuple[str, ...] = ()) -> l
     return sums
 
 
-def _target(b: Builder, plan: Plan) -> str:
-    graph = plan.graph
-    g = graph.model.graph
-    g.input.append(helper.make_tensor_value_info(TARGET_INPUT, TensorProto.INT64, ["N"]))
-    predicted = b.op("ArgMax", [plan.logits], axis=1, keepdims=0)
+def _target(b: Builder, scores: str) -> str:
+    predicted = b.op("ArgMax", [scores], axis=1, keepdims=0)
     explicit = b.op("Less", [TARGET_INPUT, b.const(0, dtype=np.int64)])
     return b.op("Where", [explicit, predicted, TARGET_INPUT], hint="target")
 
 
 def _one_hot(b: Builder, plan: Plan, target: str) -> str:
-    classes = plan.graph.shape(plan.logits)[1]
-    return b.op("OneHot", [target, b.const([classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
+    return b.op("OneHot", [target, b.const([plan.classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
 
 
 def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | None:
@@ -160,12 +178,14 @@ def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | No
     return total
 
 
-def _backward(ctx: Context, step: Step, incoming: list[str | None], plan: Plan):
+def _backward(ctx: Context, step: Step, node: onnx.NodeProto, incoming: list[str | None], plan: Plan):
+    """The step's contributions; ``node`` is the step's node in the explainer (a handler may
+    change it, e.g. MaxPool adds its Indices output)."""
     if step.layer is not None:
         layer = step.layer
         nonneg = layer.x in plan.nonnegative
         return [(layer.x, step.rule.relevance(ctx.b, layer, layer.x, incoming[0], nonnegative=nonneg))]
-    return step.handler.backward(ctx, step.nodes[0], incoming, step.rule)
+    return step.handler.backward(ctx, node, incoming, step.rule)
 
 
 def _sample_sum(b: Builder, value: str, hint: str) -> str:
@@ -173,10 +193,9 @@ def _sample_sum(b: Builder, value: str, hint: str) -> str:
     return b.op("ReduceSum", [flat, b.ints([1])], keepdims=0, hint=f"sum{hint.replace('/', '_')}")
 
 
-def _set_outputs(plan: Plan, sums) -> None:
+def _set_outputs(plan: Plan, g: onnx.GraphProto, sums) -> None:
     graph = plan.graph
-    g = graph.model.graph
-    classes = graph.shape(plan.logits)[1]
+    classes = plan.classes
     input_type = next(i for i in g.input if i.name == graph.input_name).type
     del g.output[:]
     g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
@@ -193,8 +212,8 @@ def _set_outputs(plan: Plan, sums) -> None:
     del g.value_info[:]
 
 
-def _finish_model(plan: Plan, composite: Composite) -> None:
-    model = plan.graph.model
+def _finish_model(model: onnx.ModelProto, composite: Composite) -> None:
+    narrow_wide_nodes(model.graph)  # runnable where wide nodes are not (onnxruntime-web's WebGPU)
     meta = {p.key: p.value for p in model.metadata_props}
     meta["lrp_onnx.explainer"] = json.dumps({"composite": composite.model_dump(mode="json")})
     del model.metadata_props[:]

@@ -11,7 +11,7 @@ max-pools: winner-takes-all). Loadable from JSON or YAML::
         rule: {name: z-box, low: -80.0, high: 0.0}
       - match: {op_type: [Conv], index: "1:", fraction: [0.0, 0.33]}
         rule: {name: gamma, gamma: 0.25}             # first third of the other convolutions
-      - match: {name: "fc.*"}                        # node names (regular expression)
+      - match: {name: "fc.*"}                        # node names (regular expression, bounded: see name_patterns)
         rule: {name: epsilon, epsilon: 1.0e-6}
     default: {name: epsilon}
 
@@ -35,7 +35,19 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .rules import Epsilon, Flat, Gamma, LinearRule, Rule, ZBox, Zero, ZPlus, Alpha2Beta1, make_rule
+from .name_patterns import check_pattern, search
+from .rules import (
+    Alpha2Beta1,
+    Epsilon,
+    Flat,
+    Gamma,
+    LinearRule,
+    Rule,
+    ZBox,
+    Zero,
+    ZPlus,
+    make_rule,
+)
 
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -54,10 +66,7 @@ class Match(BaseModel):
     @classmethod
     def _regex(cls, value):
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+            check_pattern(value)  # valid, and of bounded cost
         return value
 
     @field_validator("index")
@@ -164,7 +173,7 @@ class Composite(BaseModel):
                 i for i, (op, names, _) in enumerate(items)
                 if eligible[i]
                 and (m.op_type is None or op in m.op_type)
-                and (m.name is None or any(re.search(m.name, n) for n in names))
+                and (m.name is None or any(search(m.name, n) for n in names))
             ]
             if m.positional:
                 candidates = [i for i in candidates if items[i][2]]

@@ -13,8 +13,7 @@ Each layer emits two ONNX computations that rules combine:
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -25,8 +24,8 @@ from .builder import Builder
 from .errors import ModelError
 from .graph import Graph
 
-LINEAR_HEADS = ("Conv", "Gemm", "MatMul")
-AFFINE_TAILS = ("BatchNormalization", "Add", "Sub", "Mul", "Div")
+#: operators that :func:`affine_of` can read as ``scale * x + shift``
+AFFINE_OPS = ("BatchNormalization", "Add", "Sub", "Mul", "Div")
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -43,7 +42,6 @@ class Layer:
     weight: np.ndarray
     bias: np.ndarray | None
     index: int = -1  # position among the headed linear layers, graph order from the input
-    names: list[str] = field(default_factory=list)
 
     @property
     def head(self) -> onnx.NodeProto:
@@ -57,7 +55,8 @@ class Layer:
     def name(self) -> str:
         return self.head.name or self.z
 
-    x_sample_shape: tuple = ()  # input shape without the batch axis
+    x_sample_shape: tuple = ()  # input shape without the batch axis (1 for symbolic sizes)
+    x_symbolic: bool = False  # some input size (apart from the batch) is only known at run time
     #: graph value holding ``weight`` unmodified (reused instead of a copy), and one holding its transpose
     weight_name: str | None = None
     weight_t_name: str | None = None
@@ -70,12 +69,29 @@ class Layer:
         raise NotImplementedError
 
     def _weight(self, b: Builder, weight: np.ndarray, hint: str = "w") -> str:
+        """The graph value holding ``weight`` (stored once per array this layer is given)."""
         if weight is self.weight and self.weight_name:
             return self.weight_name
-        return b.shared(weight, hint)
+        return self._stored(b, weight, "as-is", lambda: weight, hint)
+
+    def _stored(self, b: Builder, weight: np.ndarray, form: str, make, hint: str) -> str:
+        """The constant ``make()`` (``weight`` in the given ``form``), emitted once per weight array
+        and form: rules pass the same array object to ``forward`` and ``gradient`` several times."""
+        for array, kind, name in self.__dict__.setdefault("_constants", []):
+            if array is weight and kind == form:
+                return name
+        name = b.const(make(), hint=hint)
+        self._constants.append((weight, form, name))
+        return name
 
     def gradient(self, b: Builder, s: str, weight: np.ndarray) -> str:
         raise NotImplementedError
+
+    def input_constant(self, b: Builder, array: np.ndarray, hint: str) -> str:
+        """A constant shaped like one input sample, ``(1, *x_sample_shape)``; for symbolic sizes, a constant
+        with 1 there broadcast to the input's shape at run time."""
+        name = b.const(array, hint=hint)
+        return b.op("Expand", [name, b.shape_of(self.x)]) if self.x_symbolic else name
 
     # -- folding of affine tails -----------------------------------------------------------------
     def fold_scale_shift(self, scale: np.ndarray, shift: np.ndarray | None, z_rank: int) -> bool:
@@ -131,12 +147,12 @@ class ConvLayer(Layer):
     out_axis_z = 1
 
     def setup(self, graph: Graph) -> None:
+        """Read the convolution's geometry. Spatial sizes may be symbolic (any input length) unless
+        ``auto_pad`` is SAME_*; then the transposed pass is cropped/padded to the input's size at run time."""
         attrs = _attrs(self.head)
         x_shape, z_shape = graph.shape(self.x), graph.shape(self.head.output[0])
-        if x_shape is None or z_shape is None or any(d is None for d in x_shape[2:]) or any(
-            d is None for d in z_shape[2:]
-        ):
-            raise ModelError(f"Conv '{self.name}': spatial shapes must be static, got {x_shape} -> {z_shape}")
+        if x_shape is None or z_shape is None or len(x_shape) != len(z_shape) or len(x_shape) < 3:
+            raise ModelError(f"Conv '{self.name}': needs known input and output ranks, got {x_shape} -> {z_shape}")
         spatial = len(x_shape) - 2
         kernel = list(self.weight.shape[2:])
         strides = list(attrs.get("strides", [1] * spatial))
@@ -144,18 +160,27 @@ class ConvLayer(Layer):
         pads = list(attrs.get("pads", [0] * (2 * spatial)))
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        static = None not in x_shape[2:] and None not in z_shape[2:]
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            if not static:
+                raise ModelError(f"Conv '{self.name}': auto_pad={auto_pad} needs static spatial shapes, "
+                                 f"got {x_shape} -> {z_shape}")
             pads = _same_pads(x_shape[2:], z_shape[2:], kernel, strides, dilations, auto_pad == "SAME_UPPER")
         elif auto_pad == "VALID":
             pads = [0] * (2 * spatial)
-        output_padding = []
-        for i in range(spatial):
-            size = (z_shape[2 + i] - 1) * strides[i] - pads[i] - pads[spatial + i] + dilations[i] * (kernel[i] - 1) + 1
-            output_padding.append(x_shape[2 + i] - size)
         self.conv_attrs = dict(
             kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads, group=attrs.get("group", 1)
         )
-        self.output_padding = output_padding
+        #: None: sizes symbolic, the transposed pass is fitted to the input's shape at run time
+        self.output_padding = None
+        if static:
+            self.output_padding = [
+                x_shape[2 + i] - ((z_shape[2 + i] - 1) * strides[i] - pads[i] - pads[spatial + i]
+                                  + dilations[i] * (kernel[i] - 1) + 1)
+                for i in range(spatial)
+            ]
+        elif all(st == 1 for st in strides):
+            self.output_padding = [0] * spatial  # unit strides: the transposed pass has the input's size
 
     def forward(self, b, x, weight, bias):
         inputs = [x, self._weight(b, weight)]
@@ -175,17 +200,29 @@ class ConvLayer(Layer):
         flipped and its channel axes swapped per group (onnxruntime's Conv is faster)."""
         attrs = dict(self.conv_attrs)
         pads = self._transposed_pads()
+        if pads is None and self.output_padding is None:  # symbolic sizes, strides > 1
+            return self._fitted_transpose(b, s, weight)
         if pads is None:
             return b.op("ConvTranspose", [s, self._weight(b, weight)], output_padding=self.output_padding, **attrs)
         attrs["pads"] = pads
-        flipped = self.__dict__.setdefault("_flipped", {})
-        if id(weight) not in flipped:  # keyed by the weight object, kept alive with it
-            flipped[id(weight)] = (weight, _flip_transpose(weight, attrs["group"]))
-        return b.op("Conv", [s, b.shared(flipped[id(weight)][1], hint="wflip")], **attrs)
+        flipped = self._stored(b, weight, "flipped", lambda: _flip_transpose(weight, attrs["group"]), "wflip")
+        return b.op("Conv", [s, flipped], **attrs)
+
+    def _fitted_transpose(self, b, s, weight):
+        """ConvTranspose cropped at the start only, then fitted to the input's shape at run time: cut
+        where it is longer (the end padding), zeros where it is shorter (inputs no window covered)."""
+        n = len(self.conv_attrs["kernel_shape"])
+        attrs = dict(self.conv_attrs, pads=list(self.conv_attrs["pads"][:n]) + [0] * n)
+        t = b.op("ConvTranspose", [s, self._weight(b, weight)], **attrs)
+        rank = 2 + n
+        x_shape = b.shape_of(self.x)
+        t = b.op("Slice", [t, b.ints([0] * rank), x_shape])
+        pads = b.op("Concat", [b.ints([0] * rank), b.sub(x_shape, b.shape_of(t))], axis=0)
+        return b.op("Pad", [t, pads], mode="constant")
 
     def _transposed_pads(self) -> list[int] | None:
         a = self.conv_attrs
-        if any(st != 1 for st in a["strides"]) or any(self.output_padding):
+        if self.output_padding is None or any(st != 1 for st in a["strides"]) or any(self.output_padding):
             return None
         n = len(a["kernel_shape"])
         reach = [d * (k - 1) for d, k in zip(a["dilations"], a["kernel_shape"])]
@@ -373,7 +410,7 @@ def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
 def diagonal_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
     """A standalone constant affine node as a per-channel linear layer."""
     carriers = graph.carrier_inputs(node)
-    if len(carriers) != 1 or node.op_type not in AFFINE_TAILS:
+    if len(carriers) != 1 or node.op_type not in AFFINE_OPS:
         return None
     x = node.input[carriers[0]]
     affine = affine_of(node, graph, x)
@@ -385,29 +422,3 @@ def diagonal_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
     layer = DiagonalLayer([node], x, node.output[0], np.ones(1, np.float32), None)
     layer.fold_scale_shift(scale, shift, rank)
     return layer
-
-
-def absorb_tails(layer: Layer, graph: Graph) -> Layer:
-    """Fold the constant affine nodes that follow ``layer`` into its parameters."""
-    while True:
-        nxt = graph.only_consumer(layer.z)
-        if nxt is None or nxt.op_type not in AFFINE_TAILS:
-            return layer
-        affine = affine_of(nxt, graph, layer.z)
-        if affine is None:
-            return layer
-        shape = graph.shape(layer.z)
-        rank = len(shape) if shape is not None else 2
-        if not layer.fold_scale_shift(affine[0], affine[1], rank):
-            return layer
-        layer.nodes.append(nxt)
-        layer.z = nxt.output[0]
-
-
-def fan_in(layer: Layer) -> int:
-    """Number of inputs feeding one output unit (for reporting)."""
-    if isinstance(layer, ConvLayer):
-        return int(math.prod(layer.weight.shape[1:]))
-    if isinstance(layer, DiagonalLayer):
-        return 1
-    return int(layer.weight.shape[-2] if isinstance(layer, DenseLayer) else layer.weight.shape[-1])

@@ -10,22 +10,29 @@ import os
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper, shape_inference, version_converter
+from onnx import shape_inference, version_converter
 
 from .errors import ModelError
+from .external_data import load_external_data
 
 #: Opset the compiler works in. Older models are converted up to it; newer ones
 #: (19-21) keep their opset, whose operator forms we use are the same.
 TARGET_OPSET = 18
-MIN_OPSET, MAX_OPSET = 11, 21
+MIN_OPSET, MAX_OPSET = 7, 21
 
 
-def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Load, validate and normalise a model: external data, opset >= 18, shapes inferred."""
+def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Load, validate and normalise a model (a path, serialised bytes or a ModelProto): external data
+    read from the model's folder and checked (models in memory may have none), opset >= 18, shapes inferred."""
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
         where = "<in-memory model>"
+        load_external_data(proto, None, where)
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        where = "<model bytes>"
+        proto = _parse_bytes(bytes(model), where)
+        load_external_data(proto, None, where)
     else:
         proto = _read_file(Path(model))
         where = str(model)
@@ -44,6 +51,16 @@ def model_digest(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
 
 
+def _parse_bytes(data: bytes, where: str) -> onnx.ModelProto:
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as exc:
+        raise ModelError(f"{where}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not proto.graph.node and not proto.graph.input:
+        raise ModelError(f"{where}: not an ONNX model (empty or not a ModelProto)")
+    return proto
+
+
 def _read_file(path: Path) -> onnx.ModelProto:
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -55,33 +72,8 @@ def _read_file(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if not proto.graph.node and not proto.graph.input:
         raise ModelError(f"{path}: not an ONNX model (empty or not a ModelProto)")
-    _load_external_data(proto, path)
+    load_external_data(proto, path.parent, str(path))
     return proto
-
-
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    """Load tensors stored beside the model, refusing paths that leave its folder."""
-    base = path.resolve().parent
-    for tensor in external_data_helper._get_all_tensors(proto):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        target = (base / info.location).resolve()
-        if os.path.isabs(info.location) or not target.is_relative_to(base):
-            raise ModelError(
-                f"{path}: external data of tensor '{tensor.name}' points outside the model's folder "
-                f"({info.location})"
-            )
-        if not target.is_file():
-            raise ModelError(f"{path}: external data file '{info.location}' of tensor '{tensor.name}' is missing")
-        size = target.stat().st_size
-        end = (info.offset or 0) + (info.length or 0)
-        if info.length is not None and end > size:
-            raise ModelError(f"{path}: external data file '{info.location}' is truncated")
-    try:
-        external_data_helper.load_external_data_for_model(proto, str(base))
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot read external data ({_first_line(exc)})") from None
 
 
 def _check_structure(proto: onnx.ModelProto, where: str) -> None:

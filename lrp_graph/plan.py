@@ -1,28 +1,24 @@
 """The plan: which step (linear layer or node handler) and which rule each node gets.
 
 Nodes are walked from the explained output back to the model input. Only nodes on
-that path need a rule; shape arithmetic, constants and gate branches do not.
+that path need a rule; shape arithmetic, constants and gate branches do not. Every
+decision goes through the handler registry (:mod:`.ops`): a node's handler says whether
+it heads a linear layer, folds into one as an affine tail, or is a node step of its own.
+Nodes are identified by their position in the graph; the graph is only read.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import onnx
 
 from .composite import Composite
-from .errors import ConfigError, UnsupportedOperatorError
+from .errors import ConfigError, LRPError, UnsupportedOperatorError
 from .graph import Graph
-from .layers import LINEAR_HEADS, DiagonalLayer, Layer, absorb_tails, diagonal_head, linear_head
-from .ops import OpHandler, handler_for
+from .layers import DiagonalLayer, Layer
+from .ops import OpHandler, handler_for, supported_ops
 from .rules import LinearRule, NodeRule
-
-OUTPUT_NORMALISERS = ("Softmax", "LogSoftmax")
-#: operators whose outputs are never negative (rules then skip terms for negative inputs)
-NONNEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax", "HardSigmoid")
-NONNEGATIVE_PRESERVING = (
-    "MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Squeeze",
-    "Unsqueeze", "Identity", "Dropout", "Transpose", "Concat", "Split", "Slice", "ReduceMean",
-)
 
 
 @dataclass
@@ -30,6 +26,7 @@ class Step:
     """One backward step: a linear layer (head + folded nodes) or a single node."""
 
     nodes: list[onnx.NodeProto]
+    positions: list[int]  # of ``nodes`` in the graph
     layer: Layer | None = None
     handler: OpHandler | None = None
     rule: LinearRule | NodeRule | None = None
@@ -56,7 +53,10 @@ class Step:
 class Plan:
     graph: Graph
     composite: Composite
+    #: the explained value: the model output, or the scores before a final Softmax
     logits: str
+    #: number of explained scores per sample (the value is flattened to (batch, classes))
+    classes: int = 0
     steps: list[Step] = field(default_factory=list)
     nonnegative: set[str] = field(default_factory=set)
 
@@ -67,27 +67,25 @@ class Plan:
     def raise_for_problems(self) -> None:
         bad = self.problems
         if bad:
-            from .ops import HANDLERS
-
             listed = "; ".join(f"{s.op_type} '{s.name}': {s.problem}" for s in bad)
-            supported = sorted(set(HANDLERS) | set(LINEAR_HEADS) | {"BatchNormalization", "Div"})
             raise UnsupportedOperatorError(
-                f"{len(bad)} node(s) cannot be explained: {listed}. Supported operators: {', '.join(supported)}"
+                f"{len(bad)} node(s) cannot be explained: {listed}. Supported operators: {', '.join(supported_ops())}"
             )
 
     def rows(self) -> list[dict]:
-        """One row per node of the model for ``lrp-onnx check``."""
-        by_node: dict[int, tuple[Step, int]] = {}
+        """One row per node of the model for ``lrp-onnx check``: node, op_type, rule, status and, for
+        the nodes relevance crosses, ``relevance_to`` (the inputs it flows into)."""
+        by_position: dict[int, tuple[Step, int]] = {}
         for step in self.steps:
-            for k, node in enumerate(step.nodes):
-                by_node[id(node)] = (step, k)
+            for k, position in enumerate(step.positions):
+                by_position[position] = (step, k)
         rows = []
-        for node in self.graph.model.graph.node:
+        for position, node in enumerate(self.graph.nodes):
             row = {"node": node.name or node.output[0], "op_type": node.op_type}
-            if id(node) not in by_node:
+            if position not in by_position:
                 row["rule"], row["status"] = "-", "no relevance flows here"
             else:
-                step, k = by_node[id(node)]
+                step, k = by_position[position]
                 if step.problem:
                     row["rule"], row["status"] = "-", f"UNSUPPORTED: {step.problem}"
                 elif k > 0:
@@ -95,22 +93,28 @@ class Plan:
                 else:
                     layer = "" if not step.counts_as_layer else f" [layer {step.layer.index}]"
                     row["rule"], row["status"] = step.rule.describe() + layer, "ok"
+                    row["relevance_to"] = self.relevance_to(step)
             rows.append(row)
         return rows
 
+    def relevance_to(self, step: Step) -> list[str]:
+        """The inputs of ``step`` relevance flows into; its other inputs are held constant."""
+        if step.layer is not None:
+            return [step.layer.x]
+        return list(_relevance_inputs(step.nodes[0], self.graph))
+
 
 def make_plan(graph: Graph, composite: Composite) -> Plan:
-    logits = _explained_value(graph)
-    plan = Plan(graph=graph, composite=composite, logits=logits)
-    active = _active_nodes(graph, logits)
+    logits, classes = _explained_value(graph)
+    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes)
+    active = _active_positions(graph, logits)
     taken: set[int] = set()
     index = 0
-    for node in graph.nodes:
-        if id(node) not in active or id(node) in taken:
+    for position in sorted(active):
+        if position in taken:
             continue
-        step = _step_for(node, graph, logits)
-        for n in step.nodes:
-            taken.add(id(n))
+        step = _step_for(graph.nodes[position], graph, logits)
+        taken.update(step.positions)
         if step.counts_as_layer:
             step.layer.index = index
             index += 1
@@ -120,50 +124,47 @@ def make_plan(graph: Graph, composite: Composite) -> Plan:
     return plan
 
 
-def _explained_value(graph: Graph) -> str:
-    """The model output, or the input of a final Softmax/LogSoftmax (explain the logits)."""
+def _explained_value(graph: Graph) -> tuple[str, int]:
+    """The model output, or the input of a final Softmax/LogSoftmax (explain the logits), with its number
+    of scores per sample: an output (batch, d1, d2, ...) with static d's has d1 * d2 * ... scores, numbered
+    in row-major (C) order, as ``reshape(batch, -1)`` numbers them."""
     value = graph.output_name
     node = graph.producer.get(value)
-    while node is not None and node.op_type in OUTPUT_NORMALISERS and node.input[0] in graph.carriers:
+    while node is not None and _is_output_normaliser(node) and node.input[0] in graph.carriers:
         value = node.input[0]
         node = graph.producer.get(value)
     if value not in graph.carriers:
         raise UnsupportedOperatorError(f"output '{graph.output_name}' does not depend on the model input")
     shape = graph.shape(value)
-    if shape is not None and len(shape) > 2 and shape[1] is not None and all(d == 1 for d in shape[2:]):
-        value, shape = _flatten_unit_axes(graph, value), (shape[0], shape[1])
-    if shape is None or len(shape) != 2 or shape[1] is None:
+    if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
         raise UnsupportedOperatorError(
-            f"the explained output '{value}' must have shape (batch, classes) with a static class count, got {shape}"
+            f"the explained output '{value}' must have shape (batch, ...) with static sizes after the batch "
+            f"axis (its scores are numbered in row-major order), got {shape}"
         )
-    return value
+    return value, math.prod(shape[1:])
 
 
-def _flatten_unit_axes(graph: Graph, value: str) -> str:
-    """Scores shaped (N, C, 1, ...) (a classifier ending in a 1x1 Conv) flattened to (N, C)."""
-    flat = f"{value}/lrp_flat"
-    node = onnx.helper.make_node("Flatten", [value], [flat], name=f"lrp/flatten_scores", axis=1)
-    graph.model.graph.node.append(node)
-    graph.producer[flat] = node
-    graph.consumers.setdefault(value, []).append(node)
-    graph.carriers.add(flat)
-    shape = graph.shape(value)
-    graph.shapes[flat] = (shape[0], shape[1])
-    return flat
+def _is_output_normaliser(node: onnx.NodeProto) -> bool:
+    handler = handler_for(node.op_type)
+    return handler is not None and handler.output_normaliser
 
 
 def _relevance_inputs(node: onnx.NodeProto, graph: Graph) -> list[str]:
     handler = handler_for(node.op_type)
     if handler is not None:
-        return handler.relevance_inputs(node, graph)
+        try:
+            return handler.relevance_inputs(node, graph)
+        except Exception:  # a malformed node: its step reports the problem
+            pass
     return [node.input[i] for i in graph.carrier_inputs(node)]
 
 
-def _active_nodes(graph: Graph, logits: str) -> set[int]:
+def _active_positions(graph: Graph, logits: str) -> set[int]:
     needed, active = {logits}, set()
-    for node in reversed(graph.nodes):
+    for position in reversed(range(len(graph.nodes))):
+        node = graph.nodes[position]
         if any(o in needed for o in node.output if o):
-            active.add(id(node))
+            active.add(position)
             needed.update(_relevance_inputs(node, graph))
     if graph.input_name not in needed:
         raise UnsupportedOperatorError("no path carries relevance from the output back to the model input")
@@ -171,28 +172,49 @@ def _active_nodes(graph: Graph, logits: str) -> set[int]:
 
 
 def _step_for(node: onnx.NodeProto, graph: Graph, logits: str) -> Step:
-    layer = linear_head(node, graph) or diagonal_head(node, graph)
-    if layer is not None:
-        if layer.z != logits:
-            layer = _absorb_until(layer, graph, logits)
-        layer.x_sample_shape = _sample_shape(graph, layer.x)
-        return Step(nodes=layer.nodes, layer=layer)
-    if node.op_type in LINEAR_HEADS:
-        return Step(nodes=[node], problem="weights must be constant (known at compile time), "
-                                           "and Gemm's transA is not supported")
+    """The node's step; a handler that fails on a malformed node makes it a problem of that node."""
+    try:
+        return _handled_step(node, graph, logits)
+    except LRPError:
+        raise
+    except Exception as exc:  # a handler reading attributes or constants no valid model has
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return Step(nodes=[node], positions=[graph.position(node)],
+                    problem=f"malformed node ({type(exc).__name__}: {text})")
+
+
+def _handled_step(node: onnx.NodeProto, graph: Graph, logits: str) -> Step:
+    position = graph.position(node)
     handler = handler_for(node.op_type)
     if handler is None:
-        return Step(nodes=[node], problem="no LRP rule for this operator")
-    return Step(nodes=[node], handler=handler, problem=handler.unsupported(node, graph))
+        return Step(nodes=[node], positions=[position], problem="no LRP rule for this operator")
+    layer = handler.layer(node, graph)
+    if layer is not None:
+        _absorb_tails(layer, graph, logits)
+        layer.x_sample_shape = _sample_shape(graph, layer.x)
+        shape = graph.shape(layer.x)
+        layer.x_symbolic = shape is not None and None in shape[1:]
+        return Step(nodes=layer.nodes, positions=[graph.position(n) for n in layer.nodes], layer=layer)
+    return Step(nodes=[node], positions=[position], handler=handler, problem=handler.unsupported(node, graph))
 
 
-def _absorb_until(layer: Layer, graph: Graph, logits: str) -> Layer:
-    original = graph.output_name
-    graph.output_name = logits  # never fold past the explained value
-    try:
-        return absorb_tails(layer, graph)
-    finally:
-        graph.output_name = original
+def _absorb_tails(layer: Layer, graph: Graph, logits: str) -> None:
+    """Fold the constant affine nodes that follow ``layer`` into its parameters, up to the explained value."""
+    while layer.z not in (logits, graph.output_name):
+        users = graph.consumers.get(layer.z, [])
+        if len(users) != 1:
+            return
+        tail = users[0]
+        handler = handler_for(tail.op_type)
+        affine = handler.affine(tail, graph, layer.z) if handler is not None else None
+        if affine is None:
+            return
+        shape = graph.shape(layer.z)
+        rank = len(shape) if shape is not None else 2
+        if not layer.fold_scale_shift(affine[0], affine[1], rank):
+            return
+        layer.nodes.append(tail)
+        layer.z = tail.output[0]
 
 
 def _sample_shape(graph: Graph, name: str) -> tuple:
@@ -224,18 +246,14 @@ def _assign_rules(plan: Plan) -> None:
 
 
 def _nonnegative_values(graph: Graph) -> set[str]:
-    """Values known to be >= 0 (rules then skip the terms for negative inputs)."""
+    """Values known to be >= 0 (rules then skip the terms for negative inputs), as the handlers say."""
     nonneg: set[str] = set()
     for node in graph.nodes:
-        op = node.op_type
-        if op in NONNEGATIVE_OPS:
-            nonneg.add(node.output[0])
-        elif op == "Clip" and len(node.input) > 1 and node.input[1]:
-            low = graph.const(node.input[1])
-            if low is not None and float(low) >= 0:
-                nonneg.add(node.output[0])
-        elif op in NONNEGATIVE_PRESERVING:
-            data = [n for n in node.input[:1]] if op != "Concat" else list(node.input)
-            if data and all(d in nonneg for d in data):
-                nonneg.update(o for o in node.output if o)
+        handler = handler_for(node.op_type)
+        try:
+            known = handler is not None and handler.nonnegative(node, graph, nonneg)
+        except Exception:  # a malformed node: not known to be >= 0
+            known = False
+        if known:
+            nonneg.update(o for o in node.output if o)
     return nonneg

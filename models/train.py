@@ -224,6 +224,37 @@ _RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "width", "limit", "v
                 "grad_clip", "epoch_size")
 
 
+def _initial_model(arch: str, model_config: dict, init: str | None) -> nn.Module:
+    """A new model, or the best weights of the run ``init`` (same architecture and config)."""
+    model = build_model(arch, model_config)
+    if init:
+        init_path = run_checkpoint(init, "best")
+        ckpt = load_checkpoint(init_path)
+        if ckpt["arch"] != arch or dict(ckpt["model_config"]) != dict(model_config):
+            raise InputError(f"{init_path}: --init model ({ckpt['arch']}, {dict(ckpt['model_config'])}) "
+                             f"differs from this run's ({arch}, {model_config})")
+        model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _resume(out: Path, config: dict, sets: SplitSets, model: nn.Module, optimizer) -> tuple[int, dict, float]:
+    """Load the run's last checkpoint into ``model`` and ``optimizer`` (and the random state);
+    returns (epoch, best, training seconds). Refuses changed options or a changed data split."""
+    last_path = out / "last.pt"
+    ckpt = load_checkpoint(run_checkpoint(out, "last"))
+    saved = ckpt.get("config", {})
+    changed = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
+    if changed:
+        raise InputError(f"{last_path}: --resume with different {', '.join(changed)} than the run "
+                         f"was started with ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)})")
+    if ckpt.get("split_key") != split_key(sets):
+        raise InputError(f"{last_path}: the data split differs from the one this run was trained on")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]), dict(ckpt["best"]), float(ckpt.get("train_seconds", 0.0))
+
+
 def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = True,
           log=print) -> dict:
     """Train (or resume) a run as described by ``config`` on ``sets``; returns the summary.
@@ -241,36 +272,17 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
     torch.manual_seed(config["seed"])
     random.seed(config["seed"])
     np.random.seed(config["seed"] % 2**32)
-    model = build_model(arch, model_config)
-    if config.get("init"):
-        init_path = run_checkpoint(config["init"], "best")
-        init = load_checkpoint(init_path)
-        if init["arch"] != arch or dict(init["model_config"]) != dict(model_config):
-            raise InputError(f"{init_path}: --init model ({init['arch']}, {dict(init['model_config'])}) "
-                             f"differs from this run's ({arch}, {model_config})")
-        model.load_state_dict(init["model"])
+    model = _initial_model(arch, model_config, config.get("init"))
     _place_model(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
 
     split_desc = sets.describe()
     start_epoch, best, train_seconds = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, 0.0
     if config.get("resume"):
-        ckpt = load_checkpoint(run_checkpoint(out, "last"))
-        saved = ckpt.get("config", {})
-        changed = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
-        if changed:
-            raise InputError(f"{last_path}: --resume with different {', '.join(changed)} than the run "
-                             f"was started with ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)})")
-        if ckpt.get("split_key") != split_key(sets):
-            raise InputError(f"{last_path}: the data split differs from the one this run was trained on")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        start_epoch, best = int(ckpt["epoch"]), dict(ckpt["best"])
-        train_seconds = float(ckpt.get("train_seconds", 0.0))
+        start_epoch, best, train_seconds = _resume(out, config, sets, model, optimizer)
         log(f"resuming {out} after epoch {start_epoch} (best val acc {best['val_acc']:.4f} at epoch {best['epoch']})")
     elif last_path.exists():
-        raise InputError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+        raise InputError(f"{out}: already holds a training run; pass --resume to continue it or choose another -o/--output")
     else:
         metrics_path.unlink(missing_ok=True)
         _write_json(out / "split.json", {"split": sets.split, "sizes": split_desc})

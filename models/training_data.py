@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        k = int(round(fraction * len(idx)))
+        k = round(fraction * len(idx))
         if len(idx) > 1:
             k = min(max(k, 1), len(idx) - 1)
         held.append(idx[:k])
@@ -122,7 +122,7 @@ class WaveSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "WaveSet":
+    def subset(self, index: np.ndarray) -> WaveSet:
         index = np.asarray(index, dtype=np.int64)
         return WaveSet(self.waves[index], self.lengths[index], self.labels[index], self.spec,
                        [self.paths[i] for i in index])
@@ -162,7 +162,7 @@ class ArraySet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "ArraySet":
+    def subset(self, index: np.ndarray) -> ArraySet:
         return ArraySet(self.x[np.asarray(index)], self.labels[np.asarray(index)])
 
     def inputs(self, index: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -266,6 +266,12 @@ def default_spec(arch: str):
     return SpectrogramSpec() if arch == "alexnet" else LogMelSpec()
 
 
+def is_real_speech_corpus(data) -> bool:
+    from ..audio.corpora import is_real_speech_corpus as is_real
+
+    return is_real(data)
+
+
 def read_corpus(data: str | os.PathLike, task: str) -> list:
     """Utterances of a digits corpus (AudioMNIST layout) or a speaker-ID corpus."""
     from ..audio.corpora import read_audiomnist, read_speaker_corpus
@@ -322,11 +328,23 @@ def build_sets(data: str | os.PathLike, task: str, arch: str, *, split: str = "a
                progress: bool = True) -> SplitSets:
     """Train/validation/test sets for a corpus folder, or for an ``.npz`` of inputs.
 
+    Several folders joined by ``os.pathsep`` (e.g. a synthetic corpus and a real-speech
+    folder), or one real-speech folder, go to :func:`lrp_onnx.models.speech_mix.build_mixed_sets`.
+
     Limits take class-balanced, seeded subsets of each part (before any audio is read).
     """
     if str(data).endswith(".npz"):
         return _npz_sets(data, task, seed, val_fraction, labels, spec)
     spec = spec or default_spec(arch)
+    if os.pathsep in str(data) or is_real_speech_corpus(data):
+        from .speech_mix import build_mixed_sets
+
+        if split != "auto":
+            raise InputError(f"--split {split}: real speech and mixed corpora are always split by speaker "
+                             "(speaker ID: in time); leave --split at auto")
+        return build_mixed_sets(data, task, spec, seed=seed, test_fraction=test_fraction,
+                                val_fraction=val_fraction, limit=limit, val_limit=val_limit,
+                                test_limit=test_limit, cache_dir=cache_dir, progress=progress)
     utterances = read_corpus(data, task)
     names, _ = task_labels(task, utterances)
     method, parts = split_utterances(utterances, task, split, seed=seed, fold=fold,

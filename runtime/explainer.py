@@ -6,22 +6,30 @@
 
 An ``Explainer`` is safe to share between threads (onnxruntime sessions are); it
 holds no per-call state. Compiled explainers are cached per process by (model hash,
-composite), so building a second ``Explainer`` for the same pair is cheap.
+composite), and on disk for model files (:mod:`lrp_onnx.runtime.cache`), so building a
+second ``Explainer`` for the same pair, in this process or the next, is cheap.
 """
 from __future__ import annotations
 
-import json
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
-from ..lrp_graph import Composite, compile_explainer, get_composite, load_model, model_digest
-from ..lrp_graph.compiler import SUM_PREFIX, TARGET_INPUT
+from .. import __version__, lrp_graph
+from ..lrp_graph.composite import Composite, get_composite
 from ..lrp_graph.errors import InputError
+from ..lrp_graph.interface import SUM_PREFIX, TARGET_INPUT
+from . import cache as disk_cache
+from .metadata import default_composite, parse_metadata
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; onnx is imported where it is used
+    import onnx
 
 _CACHE: dict[tuple, tuple[bytes, list]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -35,7 +43,7 @@ class Explanation:
 
     logits: np.ndarray  # (N, C)
     targets: np.ndarray  # (N,) int64, the explained classes
-    relevance: np.ndarray  # shaped like the input
+    relevance: np.ndarray  # exactly the shape of the input given
 
     @property
     def predictions(self) -> np.ndarray:
@@ -47,7 +55,7 @@ class Explanation:
 
     @property
     def relevance_sums(self) -> np.ndarray:
-        return self.relevance.reshape(len(self.relevance), -1).sum(axis=1)
+        return self.relevance.reshape(len(self.targets), -1).sum(axis=1)
 
 
 def default_providers() -> list[str]:
@@ -71,16 +79,18 @@ class Explainer:
     """Explain a model with LRP through one onnxruntime session.
 
     Parameters: ``model`` (path or ``onnx.ModelProto``); ``composite`` (preset name,
-    JSON/YAML file, dict or :class:`Composite`); ``epsilon``/``gamma``/``bounds``
-    override the composite's parameters; ``threads``, ``providers``, ``options``
-    (an ``onnxruntime.SessionOptions``) configure the session; ``batch_size`` bounds
-    the samples per session run.
+    JSON/YAML file, dict or :class:`Composite`; default: the model's recommended composite
+    from its metadata, else ``epsilon``, as the CLI); ``epsilon``/``gamma``/``bounds``
+    override the composite's parameters; ``threads``, ``providers``, ``options`` (an
+    ``onnxruntime.SessionOptions``) configure the session; ``batch_size`` bounds the samples
+    per session run; ``cache`` (default True) keeps compiled explainers of model files on
+    disk (:mod:`lrp_onnx.runtime.cache`), so a second process starts without compiling.
     """
 
     def __init__(
         self,
         model,
-        composite: str | Path | Composite | dict = "epsilon",
+        composite: str | Path | Composite | dict | None = None,
         *,
         epsilon: float | None = None,
         gamma: float | None = None,
@@ -91,15 +101,22 @@ class Explainer:
         batch_size: int = 64,
         layer_sums: bool = False,
         relevance_at: tuple[str, ...] = (),
+        cache: bool = True,
     ):
-        self.source = load_model(model)
-        self.composite = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
-        self.digest = model_digest(self.source)
+        self._source_lock = threading.Lock()
+        self._model_path, self._source = _open_model(model)
+        facts = self._model_facts(model, cache)
+        self.digest = facts["digest"]
+        #: the model's lrp_onnx metadata as raw strings (``metadata_props``), and validated
+        self.metadata = facts["metadata"]
+        self.model_metadata = parse_metadata(self.metadata, str(model) if self._model_path else "model")
+        chosen = default_composite(self.model_metadata) if composite is None else composite
+        self.composite = get_composite(chosen, epsilon=epsilon, gamma=gamma, bounds=bounds)
         self.batch_size = int(batch_size)
         self.options = options or session_options(threads)
         self.providers = providers or default_providers()
         self.relevance_at = tuple(relevance_at)
-        compiled, self.steps = self._compile(layer_sums)
+        compiled, self.steps = self._compile(layer_sums, cache and self._model_path is not None)
         self.compiled_model_bytes = compiled
         self.session = ort.InferenceSession(compiled, self.options, providers=self.providers)
         self._forward: ort.InferenceSession | None = None
@@ -112,18 +129,59 @@ class Explainer:
         if self.fixed_batch:
             self.batch_size = self.fixed_batch
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
-        self.metadata = {p.key: p.value for p in self.source.metadata_props}
-        self.labels = self._labels()
+        self.labels = self.model_metadata.labels_for(self.num_classes)
+
+    # -- the model ------------------------------------------------------------------------------
+    @property
+    def source(self) -> onnx.ModelProto:
+        """The loaded (validated, opset-normalised) model; read from its file on first use
+        when the explainer came from the cache."""
+        with self._source_lock:
+            if self._source is None:
+                self._source = load_model(self._model_path)
+            return self._source
+
+    def _model_facts(self, model, cache: bool) -> dict:
+        """Digest and metadata of the model, from the cache when the file is known there."""
+        if self._model_path is None:  # the same digest as the file onnx.save(model) writes
+            return {"digest": disk_cache.entry_key(disk_cache.file_digest(model.SerializeToString()), {}),
+                    "metadata": {p.key: p.value for p in self._source.metadata_props}}
+        if not self._model_path.is_file():
+            load_model(self._model_path)  # raises the loader's one-line error (missing, a folder, ...)
+        try:
+            digest = disk_cache.path_digest(self._model_path) if cache else None
+        except OSError:
+            digest = None
+        facts = disk_cache.read_model_facts(digest, self._model_path.parent) if digest else None
+        if facts is None:
+            data = _read_model_bytes(self._model_path)
+            digest = disk_cache.file_digest(data)
+            self._source = load_model(self._model_path)  # validates; raises one-line errors
+            facts = {"metadata": {p.key: p.value for p in self._source.metadata_props},
+                     "external": _external_digests(data, self._model_path.parent)}
+            if cache:
+                disk_cache.write_model_facts(digest, facts)
+        # the model is its file and its external-data files: a change in either is another model
+        return {**facts, "digest": disk_cache.entry_key(digest, facts.get("external", {}))}
 
     # -- compilation ----------------------------------------------------------------------------
-    def _compile(self, layer_sums: bool):
-        key = (self.digest, self.composite.model_dump_json(), layer_sums, self.relevance_at)
+    def _compile(self, layer_sums: bool, use_disk: bool):
+        key = disk_cache.entry_key(self.digest, self.composite.model_dump_json(), layer_sums, self.relevance_at,
+                                   __version__, disk_cache.compiler_fingerprint(), registry_version())
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums,
-                                     relevance_at=self.relevance_at)
-        value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
+        # custom handlers registered in this process (register_op) are not part of the disk key
+        use_disk = use_disk and registry_version() == 0
+        cached = disk_cache.read_explainer(key) if use_disk else None
+        if cached is not None:
+            value = (cached[0], list(cached[1]["steps"]))
+        else:
+            compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums,
+                                         relevance_at=self.relevance_at)
+            value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
+            if use_disk:
+                disk_cache.write_explainer(key, value[0], {"steps": value[1]})
         with _CACHE_LOCK:
             _CACHE[key] = value
             while len(_CACHE) > 1 and sum(len(v[0]) for v in _CACHE.values()) > _CACHE_BYTES:
@@ -132,17 +190,9 @@ class Explainer:
 
     @property
     def compiled_model(self) -> onnx.ModelProto:
-        return onnx.load_from_string(self.compiled_model_bytes)
+        import onnx
 
-    def _labels(self) -> list[str] | None:
-        raw = self.metadata.get("lrp_onnx.labels")
-        if not raw:
-            return None
-        try:
-            labels = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        return [str(x) for x in labels] if isinstance(labels, list) and len(labels) == self.num_classes else None
+        return onnx.load_from_string(self.compiled_model_bytes)
 
     # -- inputs ---------------------------------------------------------------------------------
     def check_input(self, x) -> np.ndarray:
@@ -202,12 +252,19 @@ class Explainer:
 
     # -- running --------------------------------------------------------------------------------
     def explain(self, x, target=None) -> Explanation:
-        """Logits, explained classes and relevance for a batch (or one sample)."""
+        """Logits, explained classes and relevance for a batch (or one sample).
+
+        ``relevance`` has exactly the shape of ``x``: ``(N, *input_shape)`` for a batch,
+        ``input_shape`` for one sample given without its batch axis (as the CLI keeps the
+        input's shape). ``logits`` ``(N, C)`` and ``targets`` ``(N,)`` are always batched.
+        """
+        shape = np.shape(x)
         x = self.check_input(x)
         t = self.check_target(target, len(x))
         parts = [self._run(x[i:i + self.batch_size], t[i:i + self.batch_size])
                  for i in range(0, len(x), self.batch_size)]
-        return Explanation(*(np.concatenate(p) for p in zip(*parts)))
+        logits, targets, relevance = (np.concatenate(p) for p in zip(*parts))
+        return Explanation(logits, targets, relevance.reshape(shape))
 
     def _run(self, x, t, outputs=("logits", "targets", "relevance")):
         return self.session.run(list(outputs), {self.input_name: x, TARGET_INPUT: t})
@@ -254,6 +311,8 @@ class Explainer:
 
 def forward_model(explainer_model: onnx.ModelProto) -> bytes:
     """The explainer model cut down to the forward pass: input -> logits."""
+    import onnx
+
     model = onnx.ModelProto()
     model.CopyFrom(explainer_model)
     g = model.graph
@@ -274,3 +333,53 @@ def forward_model(explainer_model: onnx.ModelProto) -> bytes:
     del g.initializer[:]
     g.initializer.extend(inits)
     return model.SerializeToString()
+
+
+def _open_model(model) -> tuple[Path | None, object]:
+    """(path, None) for a model file, (None, loaded model) for an ``onnx.ModelProto``."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model), None
+    return None, load_model(model)
+
+
+# The compiler and the loader are imported on first use: an explainer from the disk cache
+# needs neither (``lrp-onnx explain`` starts faster). Module-level names, so tests can wrap them.
+def compile_explainer(*args, **kwargs):
+    from ..lrp_graph.compiler import compile_explainer as compile_
+
+    return compile_(*args, **kwargs)
+
+
+def load_model(model):
+    from ..lrp_graph.loading import load_model as load
+
+    return load(model)
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        load_model(path)  # raises the loader's one-line error (missing, a folder, unreadable)
+        raise
+
+
+def _external_digests(data: bytes, folder: Path) -> dict[str, str]:
+    """sha256 of every external-data file a model names (checked by the loader already)."""
+    import onnx
+    from onnx import external_data_helper
+
+    proto = onnx.load_from_string(data)
+    names = {external_data_helper.ExternalDataInfo(t).location
+             for t in external_data_helper._get_all_tensors(proto)
+             if external_data_helper.uses_external_data(t)}
+    return {name: disk_cache.path_digest(folder / name) for name in sorted(names)}
+
+
+def registry_version() -> int:
+    """0 while only the built-in operator handlers are registered (the disk cache applies);
+    otherwise changes with every registration (:func:`lrp_onnx.lrp_graph.register_op`).
+    Registering needs the handler registry imported, so while it is not, nothing was."""
+    if "lrp_onnx.lrp_graph.ops" not in sys.modules:
+        return 0
+    return lrp_graph.registry_version()

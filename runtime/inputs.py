@@ -21,16 +21,15 @@ import csv
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..lrp_graph.errors import InputError
+from .io import MAX_ARRAY_BYTES, atomic_write, npz_member, read_npy_header
 
-from .io import atomic_write
-
-__all__ = ["ArrayData", "NpzData", "RecordingData", "open_data", "NpzWriter", "balanced_indices"]
+__all__ = ["ArrayData", "NpzData", "NpzWriter", "RecordingData", "balanced_indices", "open_data"]
 
 Batch = tuple[int, np.ndarray, np.ndarray]  # (global index of the first sample, x, y)
 
@@ -96,11 +95,14 @@ class NpzData(_Data):
                                      f"{', '.join(sorted(names)) or 'none'}")
                 with zf.open(f"{key}.npy") as f:
                     self._shape, self._dtype, self._offset = _npy_header(f, self.path, key)
-            with np.load(self.path, allow_pickle=False) as archive:
-                y = archive[label_key]
-                self.names = [str(n) for n in archive["labels"]] if "labels" in archive.files else None
-        except (OSError, zipfile.BadZipFile, ValueError) as exc:
-            raise InputError(f"{self.path}: not a readable .npz archive ({' '.join(str(exc).split())})") from None
+                y = npz_member(zf, label_key, str(self.path))
+                names_array = npz_member(zf, "labels", str(self.path)) if "labels" in names else None
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoding failure of an untrusted archive: one line
+            raise InputError(f"{self.path}: not a readable .npz archive ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})") from None
+        self.names = None if names_array is None else [str(n) for n in names_array.reshape(-1)]
         if y.ndim != 1 or y.dtype.kind not in "iu":
             raise InputError(f"{self.path}: {label_key!r} must be integer class labels of shape (N,), "
                              f"got {y.dtype} {y.shape}")
@@ -112,7 +114,7 @@ class NpzData(_Data):
         self.input_shape = tuple(int(d) for d in self._shape[1:])
         self._row_bytes = int(np.prod(self.input_shape)) * self._dtype.itemsize
 
-    def subset(self, rows: np.ndarray) -> "NpzData":
+    def subset(self, rows: np.ndarray) -> NpzData:
         other = NpzData.__new__(NpzData)
         other.__dict__.update(self.__dict__)
         other.rows = self.rows[np.asarray(rows, dtype=np.int64)]
@@ -136,17 +138,15 @@ class NpzData(_Data):
 
 
 def _npy_header(f, path: Path, key: str):
-    try:
-        version = np.lib.format.read_magic(f)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(f)
-    except ValueError as exc:
-        raise InputError(f"{path}: {key!r} is not a .npy array ({exc})") from None
-    if fortran or dtype.kind not in "fiu" or dtype.hasobject:
+    """(shape, dtype, data offset) of the inputs array, which is read row by row later."""
+    shape, fortran, dtype = read_npy_header(f, f"{path}: {key!r}")
+    if fortran or dtype.kind not in "fiu":
         raise InputError(f"{path}: {key!r} must be a C-ordered numeric array, got {dtype}"
                          f"{' (Fortran order)' if fortran else ''}")
     if len(shape) < 2:
         raise InputError(f"{path}: {key!r} must have shape (N, ...) with one input per row, got {shape}")
+    if int(np.prod(shape[1:], dtype=object)) * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise InputError(f"{path}: {key!r} rows of shape {shape[1:]} are larger than {MAX_ARRAY_BYTES} bytes each")
     return shape, dtype, f.tell()
 
 
@@ -162,7 +162,7 @@ class RecordingData(_Data):
     def inputs(self, i: int, j: int) -> np.ndarray:
         return np.stack([self.spec.from_file(p) for p in self.paths[i:j]]).astype(np.float32)
 
-    def subset(self, rows: np.ndarray) -> "RecordingData":
+    def subset(self, rows: np.ndarray) -> RecordingData:
         return RecordingData([self.paths[r] for r in rows], self.labels[rows], self.spec, self.name)
 
     def _identity(self) -> str:
@@ -231,18 +231,16 @@ def _map_npz_labels(data: NpzData, model_labels: list[str] | None, num_classes: 
 
 
 def _feature_spec(explainer, path: Path):
-    raw = explainer.metadata.get("lrp_onnx.features")
-    if not raw:
+    spec = explainer.model_metadata.feature_spec()
+    if spec is None:
         raise InputError(f"{path}: recordings need a model with feature metadata (lrp_onnx.features); "
                          "export it with lrp-onnx export, or give DATA as an .npz of inputs")
-    from ..audio.features import feature_spec_from_json
-
-    return feature_spec_from_json(raw)
+    return spec
 
 
 def model_task(explainer) -> str:
     """The model's task (metadata ``lrp_onnx.task``), else guessed from its labels."""
-    task = explainer.metadata.get("lrp_onnx.task")
+    task = explainer.model_metadata.task
     if task:
         return task
     labels = explainer.labels or []
@@ -349,7 +347,7 @@ class NpzWriter:
         self._member = None
         self._left = 0
 
-    def __enter__(self) -> "NpzWriter":
+    def __enter__(self) -> NpzWriter:
         tmp = self._ctx.__enter__()
         self._zip = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         return self

@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ..lrp_graph.composite import PRESETS
 from ..lrp_graph.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; onnx is imported where it is used
+    import onnx
 
 PREFIX = "lrp_onnx."
 KEYS = ("labels", "task", "features", "composite")
@@ -76,15 +78,21 @@ def default_composite(metadata: ModelMetadata | None) -> str | dict:
 def read_metadata(model: onnx.ModelProto | str | os.PathLike, where: str | None = None) -> ModelMetadata:
     """The validated lrp-onnx metadata of a model (a ``ModelProto`` or a path, read without
     its weights). Raises :class:`ModelError` naming the key for an entry that is not valid."""
+    import onnx
+
     if not isinstance(model, onnx.ModelProto):
         where = where or str(model)
         try:
             model = onnx.load(str(model), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file
             raise ModelError(f"{where}: cannot read the model's metadata ({type(exc).__name__})") from None
-    where = where or "model"
-    raw = {p.key[len(PREFIX):]: p.value for p in model.metadata_props
-           if p.key.startswith(PREFIX) and p.key[len(PREFIX):] in KEYS}
+    return parse_metadata({p.key: p.value for p in model.metadata_props}, where or "model")
+
+
+def parse_metadata(props: dict[str, str], where: str = "model") -> ModelMetadata:
+    """:class:`ModelMetadata` from a model's ``metadata_props`` as a dict (other keys are ignored)."""
+    raw = {key[len(PREFIX):]: value for key, value in props.items()
+           if key.startswith(PREFIX) and key[len(PREFIX):] in KEYS}
     values: dict[str, Any] = {}
     for key, text in raw.items():
         if len(text) > MAX_VALUE_CHARS:

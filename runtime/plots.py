@@ -1,5 +1,9 @@
 """Heatmaps of relevance: red for evidence for the class, blue against, on a
-symmetric colour scale; spectrograms the right way up (low frequencies at the bottom)."""
+symmetric colour scale; spectrograms the right way up (low frequencies at the bottom).
+
+Text drawn here (titles with class names from a model's metadata, file names, axis labels)
+is drawn literally: never parsed as matplotlib math text (``$...$``), control characters
+replaced, length bounded, so no label can make plotting fail."""
 from __future__ import annotations
 
 import os
@@ -18,6 +22,16 @@ class Axes:
     cols: np.ndarray | None = None  # e.g. times in s
     row_label: str = "row"
     col_label: str = "column"
+
+
+#: longest text drawn (a title, an axis label)
+MAX_TEXT = 300
+
+
+def literal_text(text: str) -> str:
+    """``text`` as drawn: control characters shown as U+FFFD, at most :data:`MAX_TEXT` characters."""
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in str(text))
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "\u2026"
 
 
 def _pyplot():
@@ -61,8 +75,8 @@ def draw_heatmap(ax, relevance, background=None, axes: Axes | None = None, overl
         image = ax.imshow(r, cmap="bwr", vmin=-limit, vmax=limit, alpha=alpha, **kwargs)
     else:
         image = ax.imshow(r, cmap="bwr", vmin=-limit, vmax=limit, **kwargs)
-    ax.set_xlabel(axes.col_label)
-    ax.set_ylabel(axes.row_label)
+    ax.set_xlabel(literal_text(axes.col_label), parse_math=False)
+    ax.set_ylabel(literal_text(axes.row_label), parse_math=False)
     return image
 
 
@@ -79,13 +93,15 @@ def save_heatmap(
     panels = 2 if (background is not None and side_by_side) else 1
     fig, ax_list = plt.subplots(1, panels, figsize=(5.6 * panels, 4.4), squeeze=False, layout="constrained")
     image = draw_heatmap(ax_list[0, 0], relevance, None if panels == 2 else background, axes)
-    ax_list[0, 0].set_title("relevance" if panels == 2 else "relevance over input")
+    ax_list[0, 0].set_title("relevance" if panels == 2 else "relevance over input", parse_math=False)
     if panels == 2:
         draw_heatmap(ax_list[0, 1], relevance, background, axes)
-        ax_list[0, 1].set_title("relevance over input")
+        ax_list[0, 1].set_title("relevance over input", parse_math=False)
     fig.colorbar(image, ax=list(ax_list[0]), shrink=0.9, label="relevance (red: for, blue: against)")
     if title:
-        fig.suptitle(title)
-    with atomic_write(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+        fig.suptitle(literal_text(title), parse_math=False)
+    try:
+        with atomic_write(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)

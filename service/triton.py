@@ -22,10 +22,18 @@ from pathlib import Path
 import onnx
 
 from ..lrp_graph.errors import InputError, ModelError
-
 from ..runtime.io import atomic_write
+from ..runtime.metadata import read_metadata
 
-__all__ = ["write_triton_repository", "triton_config", "add_triton_args", "write_from_args"]
+__all__ = [
+    "add_triton_args",
+    "triton_config",
+    "triton_files",
+    "triton_from_args",
+    "write_from_args",
+    "write_triton_files",
+    "write_triton_repository",
+]
 
 TRITON_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -35,6 +43,18 @@ TRITON_TYPES = {
     onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: longest tensor name written into config.pbtxt
+MAX_TENSOR_NAME = 1024
+
+
+def pbtxt_string(text: str, what: str) -> str:
+    """``text`` as a quoted protobuf text-format string. Names come from the model (untrusted):
+    backslashes and quotes are escaped, and characters that are not printable (newlines,
+    control codes) are refused, so a name cannot end the string and add configuration."""
+    if not text or len(text) > MAX_TENSOR_NAME or not text.isprintable():
+        raise ModelError(f"{what} {text[:80]!r}: Triton needs a name of 1 to {MAX_TENSOR_NAME} printable "
+                         "characters")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _tensors(model: onnx.ModelProto, which: str) -> list[tuple[str, str, list]]:
@@ -69,7 +89,7 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch: int = 16, *, max
     def entry(tensor, label_file=False):
         tname, ttype, dims = tensor
         per_sample = dims[1:] if batched else dims
-        lines = [f'    name: "{tname}"', f"    data_type: {ttype}"]
+        lines = [f"    name: {pbtxt_string(tname, 'tensor')}", f"    data_type: {ttype}"]
         if batched and not per_sample:  # [N] in the model: [N, 1] in requests
             lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
         else:
@@ -78,13 +98,48 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch: int = 16, *, max
             lines.append('    label_filename: "labels.txt"')
         return "  {\n" + "\n".join(lines) + "\n  }"
 
-    text = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {max_batch if batched else 0}",
+    text = [f"name: {pbtxt_string(name, 'model name')}", 'backend: "onnxruntime"',
+            f"max_batch_size: {max_batch if batched else 0}",
             'default_model_filename: "model.onnx"',
             "input [\n" + ",\n".join(entry(t) for t in inputs) + "\n]",
             "output [\n" + ",\n".join(entry(t, labels and t[0] == "logits") for t in outputs) + "\n]"]
     if batched:
         text.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n}}")
     return "\n".join(text) + "\n"
+
+
+def triton_files(explainer_model_bytes: bytes, name: str, max_batch: int = 16, *,
+                 max_queue_delay_us: int = 1000) -> dict[str, bytes]:
+    """The files of model ``name`` in a Triton repository, {path in its folder: bytes}, checked
+    (names, labels, shapes) before anything is written; ``config.pbtxt`` comes last."""
+    if not NAME.match(name):
+        raise InputError(f"Triton model name '{name}': use letters, digits, '_', '.', '-' (at most 128)")
+    if max_batch < 0:
+        raise InputError(f"max_batch must be >= 0, got {max_batch}")
+    try:
+        model = onnx.load_from_string(bytes(explainer_model_bytes))
+    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
+        raise ModelError(f"not a serialized ONNX model ({str(exc).splitlines()[0][:120]})") from None
+    labels = _labels(read_metadata(model, where="the explainer model").labels)
+    config = triton_config(model, name, max_batch, max_queue_delay_us=max_queue_delay_us, labels=labels is not None)
+    files = {"1/model.onnx": bytes(explainer_model_bytes)}
+    if labels is not None:
+        files["labels.txt"] = "".join(f"{label}\n" for label in labels).encode()
+    files["config.pbtxt"] = config.encode()  # last: a repository with a config is complete
+    return files
+
+
+def write_triton_files(folder: str | os.PathLike, files: dict[str, bytes]) -> Path:
+    """Write :func:`triton_files` into the model folder ``folder``, each file atomically."""
+    folder = Path(folder)
+    try:
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot make the model folder ({exc.strerror})") from None
+    for relative, data in files.items():
+        with atomic_write(folder / relative, suffix=Path(relative).suffix) as tmp:
+            tmp.write_bytes(data)
+    return folder
 
 
 def write_triton_repository(explainer_model_bytes: bytes, repo_dir: str | os.PathLike, name: str,
@@ -95,39 +150,20 @@ def write_triton_repository(explainer_model_bytes: bytes, repo_dir: str | os.Pat
     (``compile_explainer(...).model.SerializeToString()`` or ``Explainer.compiled_model_bytes``).
     ``max_batch``: Triton's ``max_batch_size`` (0: no batching, full shapes).
     """
-    if not NAME.match(name):
-        raise InputError(f"Triton model name '{name}': use letters, digits, '_', '.', '-' (at most 128)")
-    if max_batch < 0:
-        raise InputError(f"max_batch must be >= 0, got {max_batch}")
-    try:
-        model = onnx.load_from_string(bytes(explainer_model_bytes))
-    except Exception as exc:  # noqa: BLE001 - protobuf's decode errors
-        raise ModelError(f"not a serialized ONNX model ({str(exc).splitlines()[0][:120]})") from None
-    metadata = {p.key: p.value for p in model.metadata_props}
-    labels = _labels(metadata.get("lrp_onnx.labels"))
-    config = triton_config(model, name, max_batch, max_queue_delay_us=max_queue_delay_us, labels=labels is not None)
-    folder = Path(repo_dir) / name
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / "1" / "model.onnx", suffix=".onnx") as tmp:
-        tmp.write_bytes(explainer_model_bytes)
-    if labels is not None:
-        with atomic_write(folder / "labels.txt") as tmp:
-            tmp.write_text("".join(f"{label}\n" for label in labels))
-    with atomic_write(folder / "config.pbtxt") as tmp:  # last: a repository with a config is complete
-        tmp.write_text(config)
-    return folder
+    files = triton_files(explainer_model_bytes, name, max_batch, max_queue_delay_us=max_queue_delay_us)
+    return write_triton_files(Path(repo_dir) / name, files)
 
 
-def _labels(raw: str | None) -> list[str] | None:
-    import json
-
-    try:
-        labels = json.loads(raw) if raw else None
-    except ValueError:
+def _labels(labels: tuple[str, ...] | None) -> list[str] | None:
+    """The class names for labels.txt (one per line): a name with a line break or another
+    control character would shift every later line, so it is refused."""
+    if labels is None:
         return None
-    if not isinstance(labels, list) or any("\n" in str(x) for x in labels):
-        return None
-    return [str(x) for x in labels]
+    for label in labels:
+        if not label.isprintable():
+            raise ModelError(f"label {label[:80]!r} holds a line break or control character; Triton's "
+                             "labels.txt needs one printable name per line")
+    return list(labels)
 
 
 # -- wiring into ``lrp-onnx compile`` ---------------------------------------------------------------
@@ -142,11 +178,20 @@ def add_triton_args(parser) -> None:
                        help="Triton max_batch_size, with dynamic batching (default 16; 0: no batching)")
 
 
-def write_from_args(args, explainer_model_bytes: bytes) -> Path | None:
-    """After compiling: write the repository if ``--triton`` was given; returns the model folder."""
+def triton_from_args(args, explainer_model_bytes: bytes) -> tuple[Path, dict[str, bytes]] | None:
+    """With ``--triton``: the model folder and its checked files (see :func:`triton_files`), made
+    before the command writes anything; None without ``--triton``."""
     if not getattr(args, "triton", None):
         return None
     name = args.triton_name or Path(args.model).stem
-    folder = write_triton_repository(explainer_model_bytes, args.triton, name, args.triton_max_batch)
+    files = triton_files(explainer_model_bytes, name, args.triton_max_batch)
+    return Path(args.triton) / name, files
+
+
+def write_from_args(prepared: tuple[Path, dict[str, bytes]] | None) -> Path | None:
+    """Write what :func:`triton_from_args` prepared; returns the model folder."""
+    if prepared is None:
+        return None
+    folder = write_triton_files(*prepared)
     print(f"wrote Triton model repository {folder} (config.pbtxt, 1/model.onnx)")
     return folder

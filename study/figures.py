@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.augment import top_bins, top_count
-from ..audio.features import feature_spec_from_json
-from ..runtime.flip import plot_curves
+from ..runtime.flip_curves import plot_curves
 from ..runtime.io import atomic_write
 from ..runtime.plots import Axes, _pyplot, save_heatmap
 
@@ -22,10 +21,9 @@ def _load(npz: Path, limit: int = 64):
 
 
 def _axes(explainer) -> Axes | None:
-    raw = explainer.metadata.get("lrp_onnx.features")
-    if not raw:
+    spec = explainer.model_metadata.feature_spec()
+    if spec is None:
         return None
-    spec = feature_spec_from_json(raw)
     rows = "frequency (Hz)" if spec.kind == "audiomnist-spectrogram" else "mel band centre (Hz)"
     return Axes(rows=spec.frequencies(), cols=spec.times(), row_label=rows, col_label="time (s)")
 

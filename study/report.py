@@ -40,8 +40,6 @@ def write_report(out: Path, results: dict) -> Path:
 
 
 def render(r: dict) -> str:
-    g = r["gender"]
-    s = r.get("speaker")
     lines: list[str] = []
     add = lines.append
     minutes = r["seconds_all_stages"] / 60
@@ -56,6 +54,15 @@ def render(r: dict) -> str:
     add(_command(r))
     add("```")
     add("")
+    _data_section(add, r)
+    _figure_sections(add, r)
+    _augmentation_section(add, r)
+    _closing_sections(add, r)
+    return "\n".join(lines)
+
+
+def _data_section(add, r: dict) -> None:
+    g, s = r["gender"], r.get("speaker")
     add("## Data and models")
     add("")
     add(_corpus_line("Digits corpus (gender task)", g["corpus"]))
@@ -77,7 +84,10 @@ def render(r: dict) -> str:
         "below are the same models on the subset used for flipping.")
     add("")
 
-    flip, flip_aug = g["flip"], g["flip_augmented"]
+
+def _figure_sections(add, r: dict) -> None:
+    g = r["gender"]
+    flip = g["flip"]
     add("## Figures 1-2: what the gender model listens to (LRP-0)")
     add("")
     fig = g["figures"]
@@ -115,6 +125,11 @@ def render(r: dict) -> str:
         f"goes from {fig['figure_5_prediction_before']} to {fig['figure_5_prediction_after']}. Half of these bins lie "
         f"below {num(fig['figure_5_median_row_hz'], 0)} Hz.")
     add("")
+
+
+def _augmentation_section(add, r: dict) -> None:
+    g, s = r["gender"], r.get("speaker")
+    flip, flip_aug, fig = g["flip"], g["flip_augmented"], g["figures"]
     add("## Table 1 and Figure 6: LRP-guided augmentation")
     add("")
     aug = g["augmentation"]
@@ -147,6 +162,10 @@ def render(r: dict) -> str:
     add("")
     if s:
         _speaker_section(add, s)
+
+
+def _closing_sections(add, r: dict) -> None:
+    g, s = r["gender"], r.get("speaker")
     add("## Our numbers next to the study's")
     add("")
     add("| quantity | study | this run |")
@@ -159,6 +178,10 @@ def render(r: dict) -> str:
     for paragraph in discussion(r):
         add(paragraph)
         add("")
+    if r.get("real_speech"):  # results of lrp_onnx.study.real_speech.evaluate, when the run had real speech
+        from .real_speech import render as render_real_speech
+
+        add(render_real_speech(r["real_speech"]))
     add("## Stage times")
     add("")
     add("Wall-clock seconds per stage (a cached stage keeps the time of the invocation that ran it; reused "
@@ -171,12 +194,11 @@ def render(r: dict) -> str:
         load = st.get("load")
         add(f"| {name} | {st['seconds']} | {st['finished']} | {'n/a' if load is None else f'{load:.1f}'} |")
     add("")
-    return "\n".join(lines)
 
 
 def _command(r: dict) -> str:
     st = r["settings"]
-    parts = ["lrp-onnx reproduce OUT_DIR", f"--budget {st['budget']}"]
+    parts = ["lrp-onnx reproduce -o OUT_DIR", f"--budget {st['budget']}"]
     for key in ("data", "speaker_data", "gender_run", "speaker_run"):
         if st.get(key):
             parts.append(f"--{key.replace('_', '-')} {st[key]}")
@@ -312,7 +334,7 @@ def _yes_no(flag: bool) -> str:
 def discussion(r: dict) -> list[str]:
     """Paragraphs that say, from the numbers, where this run agrees with the study and where not."""
     g, s = r["gender"], r.get("speaker")
-    flip, aug = g["flip"], g["flip_augmented"]
+    flip = g["flip"]
     out = []
     test_acc = g["train"].get("test_acc")
     out.append(
@@ -368,6 +390,22 @@ def discussion(r: dict) -> list[str]:
                    "their maximum, so 0 is the *loudest* possible value, not silence; flipped bins become loud "
                    "peaks rather than holes (the `--baseline moore` and `mean` options of `lrp-onnx flip` test "
                    "softer removals).")
+    augmentation = _augmentation_paragraph(g)
+    if augmentation is not None:
+        out.append(augmentation)
+    if s:
+        out.append(_resnet_paragraph(s))
+    out.append("**Limits.** Synthetic voices differ from real speakers mostly in pitch and formant scale, so a "
+               "gender model can succeed on cues that real recordings do not share; the corpora, epoch counts "
+               "and test subsets are smaller than the study's (see above), so single numbers carry a few points "
+               "of sampling noise (the random curves' spread shows how much).")
+    return out
+
+
+def _augmentation_paragraph(g: dict) -> str | None:
+    """The augmentation paragraph of the discussion (None without both accuracies)."""
+    flip, aug = g["flip"], g["flip_augmented"]
+    text = None
     ctl, aug_t, ctl_t = g["flip_control"], g["flip_augmented_original_bins"], g["flip_control_original_bins"]
     d0, d05 = _diff(aug["accuracy_0"], flip["accuracy_0"]), _diff(aug["accuracy_0_5"], flip["accuracy_0_5"])
     if d0 is not None and d05 is not None:
@@ -413,25 +451,25 @@ def discussion(r: dict) -> list[str]:
                         f"{pct(aug['accuracy_0'])})." if gain > 2 * _se_diff(aug_t['accuracy_0_5'],
                                                                                 ctl_t['accuracy_0_5'], n)
                         else "it is not measurably less dependent on them than the control."))
-        out.append(text)
-    if s:
-        f = s["flip"]
-        ratios = {k: (f[k].get("ratio") or {}).get("0-10") for k in f}
-        fig = s["figures"]
-        noisier = fig.get("figure_8_sign_changes", 0) > fig.get("figure_9_sign_changes", 0)
-        steeper = _auc(f["epsilon-gamma"]) > _auc(f["epsilon"])
-        out.append(
-            f"**ResNet.** The study explained a VoxCeleb model with {PAPER['resnet_speakers']} speakers; ours "
-            f"tells {len(s['test_set']['per_class'])} synthetic speakers apart ({pct(s['train'].get('test_acc'))} on "
-            f"held-out utterances). LRP-0's heatmap has {pct(fig.get('figure_8_sign_changes'), 0)} of neighbouring "
-            f"bins with opposite signs against {pct(fig.get('figure_9_sign_changes'), 0)} with epsilon"
-            + (" — noisier, as the study found." if noisier else " — not noisier here, unlike the study.")
-            + f" The LRP/random AUC ratios over 0-10 % are {num(ratios.get('lrp0'))} (LRP-0), "
-              f"{num(ratios.get('epsilon'))} (epsilon) and {num(ratios.get('epsilon-gamma'))} (epsilon + gamma); "
-            + ("with gamma the curve falls less steeply than with epsilon alone, as in the study's Figures 10 and 12."
-               if steeper else "unlike the study, adding gamma does not make the curve fall less steeply."))
-    out.append("**Limits.** Synthetic voices differ from real speakers mostly in pitch and formant scale, so a "
-               "gender model can succeed on cues that real recordings do not share; the corpora, epoch counts "
-               "and test subsets are smaller than the study's (see above), so single numbers carry a few points "
-               "of sampling noise (the random curves' spread shows how much).")
-    return out
+        pass
+    return text
+
+
+def _resnet_paragraph(s: dict) -> str:
+    """The speaker-ID ResNet paragraph of the discussion."""
+    f = s["flip"]
+    ratios = {k: (f[k].get("ratio") or {}).get("0-10") for k in f}
+    fig = s["figures"]
+    noisier = fig.get("figure_8_sign_changes", 0) > fig.get("figure_9_sign_changes", 0)
+    steeper = _auc(f["epsilon-gamma"]) > _auc(f["epsilon"])
+    return (
+        f"**ResNet.** The study explained a VoxCeleb model with {PAPER['resnet_speakers']} speakers; ours "
+        f"tells {len(s['test_set']['per_class'])} synthetic speakers apart ({pct(s['train'].get('test_acc'))} on "
+        f"held-out utterances). LRP-0's heatmap has {pct(fig.get('figure_8_sign_changes'), 0)} of neighbouring "
+        f"bins with opposite signs against {pct(fig.get('figure_9_sign_changes'), 0)} with epsilon"
+        + (" — noisier, as the study found." if noisier else " — not noisier here, unlike the study.")
+        + f" The LRP/random AUC ratios over 0-10 % are {num(ratios.get('lrp0'))} (LRP-0), "
+          f"{num(ratios.get('epsilon'))} (epsilon) and {num(ratios.get('epsilon-gamma'))} (epsilon + gamma); "
+        + ("with gamma the curve falls less steeply than with epsilon alone, as in the study's Figures 10 and 12."
+           if steeper else "unlike the study, adding gamma does not make the curve fall less steeply."))
+

@@ -24,6 +24,21 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_explainer_cache(tmp_path_factory):
+    """Compiled explainers go to a cache of this test session (inherited by child processes),
+    never to the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("LRP_ONNX_CACHE")
+    os.environ["LRP_ONNX_CACHE"] = str(tmp_path_factory.mktemp("lrp-onnx-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LRP_ONNX_CACHE", None)
+    else:
+        os.environ["LRP_ONNX_CACHE"] = previous
+
+
 def _value_info(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 

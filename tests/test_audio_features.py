@@ -10,10 +10,6 @@ import scipy.io.wavfile
 import scipy.signal
 import soundfile
 from _data_fixtures import harmonic, tone
-
-from lrp_onnx.lrp_graph.errors import ConfigError, InputError
-from lrp_onnx.audio.io import load_audio, resample
-from lrp_onnx.runtime.io import write_wav
 from lrp_onnx.audio.features import (
     LogMelSpec,
     SpectrogramSpec,
@@ -21,7 +17,9 @@ from lrp_onnx.audio.features import (
     hz_to_mel,
     mel_filterbank,
 )
-
+from lrp_onnx.audio.io import load_audio, resample
+from lrp_onnx.lrp_graph.errors import ConfigError, InputError
+from lrp_onnx.runtime.io import write_wav
 
 # --------------------------------------------------------------------------- audio
 
@@ -239,3 +237,19 @@ def test_feature_specs_round_trip_through_json():
         feature_spec_from_json('{"kind": "mfcc"}')
     with pytest.raises(ConfigError):
         feature_spec_from_json("not json")
+
+
+def test_load_audio_refuses_a_header_claiming_too_many_samples_before_decoding(tmp_path):
+    """A FLAC whose STREAMINFO claims 2**36 - 1 samples (275 GB as float32): refused from the header."""
+    from lrp_onnx.audio.io import MAX_SAMPLES
+    from test_cli_hostile import flac_claiming
+
+    liar = flac_claiming((1 << 36) - 1, tmp_path / "liar.flac")
+    with pytest.raises(InputError, match="limit"):
+        load_audio(liar)
+    honest = tmp_path / "honest.wav"
+    soundfile.write(str(honest), np.zeros((1000, 2), np.float32), 8000)
+    with pytest.raises(InputError, match="1000 frames x 2 channels"):  # frames x channels counts
+        load_audio(honest, max_samples=1999)
+    assert load_audio(honest, max_samples=2000)[0].shape == (1000,)
+    assert MAX_SAMPLES >= 16000 * 3600  # an hour of 16 kHz audio is fine

@@ -4,14 +4,18 @@ Rules are read back from ``lrp-onnx check --json`` (the plan), so these tests ch
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 
 import numpy as np
 import pytest
 from onnx import helper
 
-from lrp_onnx.lrp_graph import Composite, OpHandler, UnsupportedOperatorError, register_op
+from lrp_onnx.lrp_graph import (
+    Composite, ConfigError, OpHandler, UnsupportedOperatorError, get_composite, plan_model, register_op,
+)
 from lrp_onnx.runtime import Explainer
 
 CONVS = [f"conv{i}" for i in range(7)]
@@ -327,3 +331,46 @@ def test_register_op_with_a_norm_rule(build_model, restore_handlers):
 
     with pytest.raises(ConfigError, match="flip"):
         Explainer(model, composite={"rules": [{"match": {"op_type": ["Neg"]}, "rule": {"name": "winner-takes-all"}}]})
+
+
+# -- name patterns of bounded cost (issue 10, item 10) ---------------------------------------------
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) if the block runs longer than ``seconds``."""
+    def expired(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("pattern,reason", [
+    (r"(a+)+$", "nested quantifiers"),
+    (r"(x+x+)+y", "nested quantifiers"),
+    (r"(\w+\s?)+$", "nested quantifiers"),
+    (r"(a|aa)*b", "alternation"),
+    (r"a*a*a*a*a*a*!", "quantifiers"),
+    (r"(a)\1", "backreferences"),
+    (r"(?=a+)a", "lookarounds"),
+    ("a" * 201, "longer than"),
+])
+def test_catastrophic_name_patterns_are_refused(pattern, reason):
+    with deadline(10), pytest.raises(ConfigError, match=reason):
+        get_composite({"rules": [{"match": {"name": pattern}, "rule": {"name": "epsilon"}}]})
+
+
+def test_an_allowed_pattern_on_a_long_node_name_finishes(build_model):
+    """Three quantifiers are allowed; a node name of 100 000 characters is searched in its first 256."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], name="a" * 100_000, transB=1)]
+    model = build_model(nodes, {"x": ["N", 4]}, {"y": ["N", 2]}, {"W": rng.standard_normal((2, 4))})
+    composite = {"rules": [{"match": {"name": "a*a*a*x"}, "rule": {"name": "lrp0"}},
+                           {"match": {"name": "^a{3}"}, "rule": {"name": "flat"}}]}
+    with deadline(20):
+        plan = plan_model(model, composite)
+    assert plan.steps[0].rule.name == "flat"

@@ -66,9 +66,11 @@ def test_targets_int_array_and_single_sample(explainer):
     e3 = explainer.explain(x, target=3)
     np.testing.assert_array_equal(e3.targets, [3] * 4)
     np.testing.assert_allclose(e3.relevance[0], e.relevance[0], rtol=1e-6, atol=1e-7)
-    one = explainer.explain(x[0])  # one sample without the batch axis
-    assert one.relevance.shape == (1, 2, 12, 12)
-    np.testing.assert_allclose(one.relevance[0], explainer.explain(x[:1]).relevance[0], rtol=1e-6, atol=1e-7)
+    one = explainer.explain(x[0])  # one sample without the batch axis: relevance shaped like it
+    assert one.relevance.shape == x[0].shape == (2, 12, 12)
+    assert one.logits.shape == (1, explainer.num_classes) and one.targets.shape == (1,)
+    np.testing.assert_allclose(one.relevance, explainer.explain(x[:1]).relevance[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(one.relevance_sums, one.relevance.sum(), rtol=1e-6)
     with pytest.raises(InputError, match="one class per sample"):
         explainer.explain(x, target=[0, 1])
 
@@ -95,7 +97,7 @@ def test_any_batch_size_with_chunking(model, n):
     ex = Explainer(model, composite="epsilon-plus", batch_size=1)
     alone = [ex.explain(x[i], target=int(targets[i])) for i in range(0, n, max(1, n // 10))]
     for k, i in enumerate(range(0, n, max(1, n // 10))):
-        np.testing.assert_allclose(chunked.relevance[i], alone[k].relevance[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chunked.relevance[i], alone[k].relevance, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(chunked.logits[i], alone[k].logits[0], rtol=1e-5, atol=1e-6)
     assert chunked.relevance.shape == x.shape
     np.testing.assert_array_equal(chunked.targets, targets)

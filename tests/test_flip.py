@@ -13,9 +13,9 @@ from lrp_onnx.lrp_graph.errors import InputError
 from lrp_onnx.runtime import Explainer
 from lrp_onnx.cli.main import main
 from lrp_onnx.runtime.inputs import ArrayData, open_data, write_manifest
+from lrp_onnx.runtime.flip_curves import auc
 from lrp_onnx.runtime.flip import (
     FlipConfig,
-    auc,
     baseline_values,
     flip_arrays,
     flip_order,

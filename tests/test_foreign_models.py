@@ -230,7 +230,7 @@ def test_fixed_batch_of_one_runs_any_batch(build_model):
     x = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     e = ex.explain(x, target=[0, 1, 2])
     for i in range(3):
-        np.testing.assert_array_equal(e.relevance[i], ex.explain(x[i], target=i).relevance[0])
+        np.testing.assert_array_equal(e.relevance[i], ex.explain(x[i], target=i).relevance)
     np.testing.assert_array_equal(ex.predict(x), e.logits)
 
 

@@ -78,6 +78,7 @@ def assert_error(response, status: int, fragment: str = ""):
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert body["status"] == status and isinstance(body["error"], str) and "\n" not in body["error"]
+    assert " at 0x" not in body["error"], body["error"]  # no object reprs
     assert fragment.lower() in body["error"].lower(), body["error"]
 
 

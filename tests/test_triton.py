@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-from _server_fixtures import LABELS, spectrogram_model  # noqa: E402
-from conftest import tiny_cnn_model  # noqa: E402
-
+from _server_fixtures import LABELS, spectrogram_model
+from conftest import tiny_cnn_model
 from lrp_onnx.lrp_graph.errors import InputError, ModelError
 from lrp_onnx.runtime import Explainer
 from lrp_onnx.service.triton import triton_config, write_triton_repository
@@ -162,13 +160,9 @@ def test_fixed_batch_axis_needs_max_batch_zero(build_model):
 
 
 def test_compile_command_writes_the_repository(cli, tmp_path):
-    """``lrp-onnx compile MODEL --triton REPO_DIR`` (once the lead wires the flag into compile)."""
+    """``lrp-onnx compile MODEL --triton REPO_DIR``."""
     import onnx
 
-    from lrp_onnx.cli.main import build_parser
-
-    if "--triton" not in build_parser()._subparsers._group_actions[0].choices["compile"].format_help():
-        pytest.skip("lrp-onnx compile has no --triton flag yet")
     model = tmp_path / "gender.onnx"
     onnx.save(spectrogram_model(), str(model))
     r = cli("compile", model, "-o", tmp_path / "explainer.onnx", "--triton", tmp_path / "repo")
@@ -176,3 +170,64 @@ def test_compile_command_writes_the_repository(cli, tmp_path):
     config, _ = parse_config(tmp_path / "repo" / "gender" / "config.pbtxt")
     assert config.name == "gender" and config.max_batch_size == 16
     assert (tmp_path / "repo" / "gender" / "1" / "model.onnx").read_bytes() == (tmp_path / "explainer.onnx").read_bytes()
+
+
+# -- names and labels from an untrusted model (issue 10, item 6) -----------------------------------
+def named_model(input_name: str, output_name: str = "logits", labels=None):
+    """Identity-like model with the given tensor names (as any model file may carry)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", [input_name], [output_name])], "g",
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    if labels is not None:
+        model.metadata_props.add(key="lrp_onnx.labels", value=json.dumps(labels))
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("name", ['x" } ] output [ { name: "evil" data_type: TYPE_STRING dims: [ 1 ] } ] input [ { name: "y',
+                                  'back\\slash"quote', "ünïcode·name", "input.1", "onnx::Gemm_0"])
+def test_tensor_names_are_quoted_so_the_config_says_what_the_model_has(name):
+    config_text = triton_config(named_model(name), "m", max_batch=4)
+    from google.protobuf import text_format
+
+    pb2 = model_config_pb2()
+    config = text_format.Parse(config_text, pb2.ModelConfig())
+    assert [i.name for i in config.input] == [name]  # one input, exactly the model's name
+    assert [o.name for o in config.output] == ["logits"]
+
+
+@pytest.mark.parametrize("name", ["x\n  data_type: TYPE_STRING", "x\x1b[2J", "x\u2028y"])
+def test_tensor_names_that_cannot_be_one_quoted_line_are_refused(name):
+    with pytest.raises(ModelError, match="printable"):
+        triton_config(named_model(name), "m", max_batch=4)
+
+
+@pytest.mark.parametrize("label", ["fe\nmale", "a\rb", "x\x00y", "tab\there"])
+def test_labels_that_would_shift_labels_txt_are_refused_and_nothing_is_written(tmp_path, label):
+    model = named_model("x", labels=["male", label, "third", "fourth"])
+    with pytest.raises(ModelError, match="label"):
+        write_triton_repository(model.SerializeToString(), tmp_path / "repo", "m", max_batch=4)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_compile_refuses_a_bad_label_before_writing_anything(cli, tmp_path):
+    import json
+
+    import onnx
+
+    model = spectrogram_model()
+    for prop in model.metadata_props:
+        if prop.key == "lrp_onnx.labels":
+            prop.value = json.dumps([f"line\n{i}" for i in range(len(LABELS))])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    res = cli("compile", path, "-o", tmp_path / "explainer.onnx", "--triton", tmp_path / "repo")
+    assert res.rc == 2 and res.err.startswith("lrp-onnx: error: ") and len(res.err.strip().splitlines()) == 1
+    assert "label" in res.err
+    assert not (tmp_path / "explainer.onnx").exists() and not (tmp_path / "repo").exists()

@@ -1,5 +1,25 @@
-"""Handlers for the operators that are not linear layers; importing registers them."""
-from . import elementwise, pooling, shape  # noqa: F401  (registration side effects)
-from .base import HANDLERS, Context, OpHandler, handler_for, register_op
+"""Handlers for every operator the compiler understands; importing registers them."""
+from . import (  # noqa: F401
+    elementwise,
+    linear,
+    normalization,
+    pooling,
+    reduction,
+    resampling,
+    shape,
+    statistics,
+)
+from .base import (
+    HANDLERS,
+    Context,
+    OpHandler,
+    builtins_registered,
+    handler_for,
+    register_op,
+    registry_version,
+    supported_ops,
+)
 
-__all__ = ["HANDLERS", "Context", "OpHandler", "handler_for", "register_op"]
+builtins_registered()
+
+__all__ = ["HANDLERS", "Context", "OpHandler", "handler_for", "register_op", "registry_version", "supported_ops"]

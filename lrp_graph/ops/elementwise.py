@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ..rules import Norm, Pass
+from ..rules import Norm
 from .base import OpHandler, register_op
+from .linear import AffineNode
 
 ACTIVATIONS = (
     "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Elu",
@@ -13,6 +14,8 @@ ACTIVATIONS = (
 )
 #: producers whose output is taken as a gate in ``x * gate``
 GATES = ("Sigmoid", "HardSigmoid", "Softmax", "Tanh")
+#: activations whose output is never negative
+NONNEGATIVE = ("Relu", "Sigmoid", "HardSigmoid")
 
 
 class Activation(OpHandler):
@@ -23,6 +26,14 @@ class Activation(OpHandler):
             return "only one input may depend on the model input"
         return None
 
+    def nonnegative(self, node, graph, nonnegative):
+        if node.op_type in NONNEGATIVE:
+            return True
+        if node.op_type == "Clip" and len(node.input) > 1 and node.input[1]:
+            low = graph.const(node.input[1])
+            return low is not None and low.size == 1 and float(low.reshape(-1)[0]) >= 0
+        return False
+
 
 class ElementwiseExtremum(Activation):
     """``Max``/``Min`` with constants: a clipping activation."""
@@ -31,14 +42,17 @@ class ElementwiseExtremum(Activation):
 class PassThrough(OpHandler):
     """Identity, Dropout (inference), Cast: relevance unchanged."""
 
+    def nonnegative(self, node, graph, nonnegative):
+        return node.op_type != "Cast" and node.input[0] in nonnegative
+
     def backward(self, ctx, node, relevance, rule):
         return [(node.input[0], relevance[0])]
 
 
-class Sum(OpHandler):
+class Sum(AffineNode):
     """Residual sums ``z = sum_k c_k`` (Add; Sub with ``c_1 = -x_1``), Norm rule:
     ``R_i = c_i * R / stab(z)``; relevance of inputs that do not depend on the model
-    input is absorbed."""
+    input is absorbed. Add/Sub of a constant is an affine node (a bias)."""
 
     rules = (Norm,)
     default_rule = Norm()
@@ -60,16 +74,19 @@ class Sum(OpHandler):
         return result
 
 
-class Gate(OpHandler):
+class Gate(AffineNode):
     """``y = x * g`` with both factors depending on the input: relevance goes to the
     activation ``x``, the gate ``g`` is held constant (``R_x = R_y``). The gate is the
-    factor made by a sigmoid-like node, else the smaller (broadcast) one."""
+    factor made by a sigmoid-like node, else the smaller (broadcast) one. A product
+    with a constant is an affine node (a scale)."""
 
     def _activation(self, node, graph):
         carriers = graph.carrier_inputs(node)
         if len(carriers) == 1:
             return node.input[carriers[0]]
         a, g = node.input[0], node.input[1]
+        if a == g:  # a square: relevance to its base
+            return a
         gate_a = getattr(graph.producer.get(a), "op_type", None) in GATES
         gate_g = getattr(graph.producer.get(g), "op_type", None) in GATES
         if gate_a != gate_g:
@@ -106,6 +123,22 @@ register_op("Min", ElementwiseExtremum)
 for _op in ("Identity", "Dropout", "Cast"):
     register_op(_op, PassThrough)
 register_op("Add", Sum)
-register_op("Sub", Sum)
 register_op("Sum", Sum)  # variadic residual sums (Caffe2 / onnx model zoo ResNets)
 register_op("Mul", Gate)
+
+
+class Normaliser(OpHandler):
+    """Softmax, LogSoftmax: as the model's last node they are stripped and the scores they
+    normalise are explained; a Softmax inside the model serves only as a gate."""
+
+    output_normaliser = True
+
+    def unsupported(self, node, graph):
+        return f"{node.op_type} is supported as the model's last node or as a gate (x * softmax(...)) only"
+
+    def nonnegative(self, node, graph, nonnegative):
+        return node.op_type == "Softmax"
+
+
+register_op("Softmax", Normaliser)
+register_op("LogSoftmax", Normaliser)

@@ -9,6 +9,7 @@ from onnx import helper
 
 from ..rules import Norm, WinnerTakesAll
 from .base import OpHandler, register_op
+from .maxpool_routing import route_global_max_pool, route_max_pool, static_pool_shapes
 
 
 def _attrs(node):
@@ -23,57 +24,40 @@ def _static_spatial(graph, node):
 
 
 class MaxPooling(OpHandler):
-    """MaxPool: each window's relevance goes to its maximum (onnxruntime's Indices);
-    overlapping windows add up: ``R_x = scatter_add(R_y at argmax)``."""
+    """MaxPool: each window's relevance goes to its (first) maximum; overlapping windows add
+    up. Routed without ``Indices`` or ``ScatterElements`` (:mod:`.maxpool_routing`)."""
 
+    sign_preserving = True
     rules = (WinnerTakesAll,)
     default_rule = WinnerTakesAll()
 
     def unsupported(self, node, graph):
         if _attrs(node).get("storage_order", 0) != 0:
             return "MaxPool with storage_order=1 is not supported"
+        if static_pool_shapes(graph, node) is None:
+            return "MaxPool needs static channel and spatial sizes"
         return None
 
     def backward(self, ctx, node, relevance, rule):
-        b = ctx.b
-        if len(node.output) > 1 and node.output[1]:
-            indices = node.output[1]
-        else:
-            indices = b.fresh("maxpool_indices")
-            node.output.append(indices)  # the forward node also yields its winners
-        x = node.input[0]
-        flat = b.ints([-1])
-        size = b.op("Reshape", [b.op("Size", [x]), b.ints([1])])
-        zeros = b.op("ConstantOfShape", [size], value=helper.make_tensor("zero", 1, [1], [0.0]))
-        routed = b.op(
-            "ScatterElements",
-            [zeros, b.op("Reshape", [indices, flat]), b.op("Reshape", [relevance[0], flat])],
-            axis=0,
-            reduction="add",
-        )
-        return [(x, b.reshape_like(routed, x))]
+        return [(node.input[0], route_max_pool(ctx.b, node, ctx.graph, relevance[0]))]
 
 
 class GlobalMaxPooling(OpHandler):
-    """GlobalMaxPool: all relevance of a channel goes to its maximum."""
+    """GlobalMaxPool: all relevance of a channel goes to its (first) maximum."""
 
+    sign_preserving = True
     rules = (WinnerTakesAll,)
     default_rule = WinnerTakesAll()
 
     def backward(self, ctx, node, relevance, rule):
-        b = ctx.b
-        x = node.input[0]
-        x3 = b.op("Reshape", [x, b.ints([0, 0, -1])])
-        winner = b.op("ArgMax", [x3], axis=2, keepdims=1)
-        r3 = b.op("Reshape", [relevance[0], b.ints([0, 0, 1])])
-        routed = b.op("ScatterElements", [b.zeros_like(x3), winner, r3], axis=2, reduction="add")
-        return [(x, b.reshape_like(routed, x))]
+        return [(node.input[0], route_global_max_pool(ctx.b, node, ctx.graph, relevance[0]))]
 
 
 class AveragePooling(OpHandler):
     """AveragePool, Norm rule: ``R_x = x * A^T (R / stab(z))`` where ``z = A x`` is the
     pool and ``A^T`` its transpose (a ConvTranspose with ones, scaled by 1/window size)."""
 
+    sign_preserving = True
     rules = (Norm,)
     default_rule = Norm()
 
@@ -148,6 +132,7 @@ class MeanReduction(OpHandler):
     """GlobalAveragePool and ReduceMean, Norm rule:
     ``R_i = x_i * R / (n * stab(z))`` with ``z`` the mean over ``n`` values."""
 
+    sign_preserving = True
     rules = (Norm,)
     default_rule = Norm()
 
@@ -175,9 +160,6 @@ class MeanReduction(OpHandler):
         axes, _ = self._axes(node, graph)
         if axes is None:
             return "needs constant axes and a known rank"
-        shape = graph.shape(node.input[0])
-        if any(shape[a] is None for a in axes):
-            return "needs static sizes along the reduced axes"
         if 0 in axes:
             return "reducing over the batch axis is not supported"
         return None
@@ -187,10 +169,14 @@ class MeanReduction(OpHandler):
         axes, keepdims = self._axes(node, graph)
         x = node.input[0]
         shape = graph.shape(x)
-        count = math.prod(shape[a] for a in axes) if axes else 1
         s = b.safe_divide(relevance[0], node.output[0], rule.stabilizer)
         if not keepdims and axes:
             s = b.op("Unsqueeze", [s, b.ints(axes)])
+        if any(shape[a] is None for a in axes):  # symbolic sizes (e.g. time): the count at run time
+            sizes = b.op("Gather", [b.shape_of(x), b.ints(axes)], axis=0)
+            count = b.op("Cast", [b.op("ReduceProd", [sizes], keepdims=1)], to=1)
+            return [(x, b.mul(x, b.div(s, count)))]
+        count = math.prod(shape[a] for a in axes) if axes else 1
         return [(x, b.mul(x, b.mul(s, b.const(1.0 / count))))]
 
 

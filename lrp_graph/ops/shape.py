@@ -14,6 +14,8 @@ def _attrs(node):
 class Reshaping(OpHandler):
     """Reshape, Flatten, Squeeze, Unsqueeze: ``R_x = reshape(R_y, shape(x))``."""
 
+    sign_preserving = True
+
     def backward(self, ctx, node, relevance, rule):
         x = node.input[0]
         return [(x, ctx.b.reshape_like(relevance[0], x))]
@@ -21,6 +23,8 @@ class Reshaping(OpHandler):
 
 class Transposing(OpHandler):
     """Transpose: relevance transposed back with the inverse permutation."""
+
+    sign_preserving = True
 
     def backward(self, ctx, node, relevance, rule):
         perm = _attrs(node).get("perm")
@@ -38,30 +42,29 @@ class Transposing(OpHandler):
 
 
 class Concatenation(OpHandler):
-    """Concat: the output relevance is split back along the axis."""
+    """Concat: the output relevance is split back along the axis (sizes read at run time when symbolic)."""
+
+    sign_preserving = True
 
     def _sizes(self, node, graph):
         axis = _attrs(node)["axis"]
         sizes = []
         for name in node.input:
             shape = graph.shape(name)
-            if shape is None:
+            if shape is None or shape[axis] is None:
                 return axis, None
-            size = shape[axis]
-            if size is None:
-                return axis, None
-            sizes.append(size)
+            sizes.append(shape[axis])
         return axis, sizes
 
-    def unsupported(self, node, graph):
-        axis, sizes = self._sizes(node, graph)
-        if sizes is None:
-            return "Concat needs static sizes along its axis"
-        return None
-
     def backward(self, ctx, node, relevance, rule):
+        b = ctx.b
         axis, sizes = self._sizes(node, ctx.graph)
-        pieces = ctx.b.op("Split", [relevance[0], ctx.b.ints(sizes)], n_out=len(sizes), axis=axis)
+        if sizes is not None:
+            split = b.ints(sizes)
+        else:
+            split = b.op("Concat", [b.op("Gather", [b.shape_of(name), b.ints([axis])], axis=0) for name in node.input],
+                         axis=0)
+        pieces = b.op("Split", [relevance[0], split], n_out=len(node.input), axis=axis)
         pieces = pieces if isinstance(pieces, list) else [pieces]
         carriers = set(ctx.carrier_inputs(node))
         return [(name, piece) for name, piece in zip(node.input, pieces) if name in carriers]
@@ -70,6 +73,8 @@ class Concatenation(OpHandler):
 class Splitting(OpHandler):
     """Split: output relevances concatenated back (zeros for outputs without relevance)."""
 
+    sign_preserving = True
+
     def backward(self, ctx, node, relevance, rule):
         axis = _attrs(node).get("axis", 0)
         parts = [r if r is not None else ctx.b.zeros_like(out) for r, out in zip(relevance, node.output)]
@@ -77,7 +82,10 @@ class Splitting(OpHandler):
 
 
 class Slicing(OpHandler):
-    """Slice with unit steps: relevance padded back with zeros to the input's shape."""
+    """Slice: relevance put back where the slice took it, zeros elsewhere (a Pad when starts and ends are
+    constant and steps 1; else scattered along each sliced axis at run time)."""
+
+    sign_preserving = True
 
     def _pads(self, node, graph):
         shape = graph.shape(node.input[0])
@@ -103,14 +111,53 @@ class Slicing(OpHandler):
             pads[axis], pads[rank + axis] = start, dim - max(end, start)
         return pads
 
+    def _axes(self, node, graph) -> list[int] | None:
+        """The sliced axes (for the general route): constant, and the rank known."""
+        shape = graph.shape(node.input[0])
+        if shape is None:
+            return None
+        if len(node.input) > 3 and node.input[3]:
+            axes = graph.const(node.input[3])
+            return None if axes is None else [int(a) % len(shape) for a in axes.reshape(-1)]
+        starts = graph.const(node.input[1])
+        count = starts.size if starts is not None else graph.shape(node.input[1])
+        if not isinstance(count, int):
+            count = count[0] if count is not None and len(count) == 1 else None
+        return None if count is None else list(range(count))
+
     def unsupported(self, node, graph):
-        if self._pads(node, graph) is None:
-            return "Slice needs constant starts/ends/axes, unit steps and static sizes on the sliced axes"
+        if self._pads(node, graph) is None and self._axes(node, graph) is None:
+            return "Slice needs constant axes (or starts of known length) and a known rank"
         return None
 
     def backward(self, ctx, node, relevance, rule):
         pads = self._pads(node, ctx.graph)
-        return [(node.input[0], ctx.b.op("Pad", [relevance[0], ctx.b.ints(pads)], mode="constant"))]
+        if pads is not None:
+            return [(node.input[0], ctx.b.op("Pad", [relevance[0], ctx.b.ints(pads)], mode="constant"))]
+        return [(node.input[0], self._scatter_back(ctx, node, relevance[0]))]
+
+    def _scatter_back(self, ctx, node, r):
+        """Starts, ends or steps known at run time only (or steps other than 1): along each sliced axis,
+        the positions the slice took (``Slice`` of ``Range(0, size)``) receive the relevance, the others 0."""
+        b = ctx.b
+        x = node.input[0]
+        has_steps = len(node.input) > 4 and node.input[4]
+        for k, axis in enumerate(self._axes(node, ctx.graph)):
+            pick = b.ints([k])
+            size = b.op("Gather", [b.shape_of(x), b.ints([axis])], axis=0)
+            positions = b.op("Range", [b.ints(0), b.op("Squeeze", [size]), b.ints(1)])
+            inputs = [positions, b.op("Gather", [node.input[1], pick], axis=0),
+                      b.op("Gather", [node.input[2], pick], axis=0), b.ints([0])]
+            if has_steps:
+                inputs.append(b.op("Gather", [node.input[4], pick], axis=0))
+            taken = b.op("Slice", inputs)
+            rank = len(ctx.graph.shape(x))
+            along = b.op("Reshape", [taken, b.ints([-1 if a == axis else 1 for a in range(rank)])])
+            target = b.op("ScatterND", [b.shape_of(r), b.op("Reshape", [b.ints([axis]), b.ints([1, 1])]),
+                                        b.op("Reshape", [size, b.ints([1])])])
+            zeros = b.op("ConstantOfShape", [target], value=helper.make_tensor("zero", 1, [1], [0.0]))
+            r = b.op("ScatterElements", [zeros, b.op("Expand", [along, b.shape_of(r)]), r], axis=axis)
+        return r
 
 
 class Padding(OpHandler):

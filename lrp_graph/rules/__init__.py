@@ -8,9 +8,9 @@ from pydantic import Field, TypeAdapter
 from .basic import NODE_RULES, NodeRule, Norm, Pass, WinnerTakesAll
 from .linear import (
     LINEAR_RULES,
-    AlphaBeta,
     Alpha1Beta0,
     Alpha2Beta1,
+    AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
@@ -23,7 +23,6 @@ from .linear import (
 
 Rule = Annotated[Union[tuple(LINEAR_RULES + NODE_RULES)], Field(discriminator="name")]
 RULE_ADAPTER = TypeAdapter(Rule)
-RULE_NAMES = tuple(cls.model_fields["name"].default for cls in LINEAR_RULES + NODE_RULES)
 
 
 def make_rule(spec) -> LinearRule | NodeRule:
@@ -36,6 +35,6 @@ def make_rule(spec) -> LinearRule | NodeRule:
 
 
 __all__ = [
-    "Rule", "make_rule", "RULE_NAMES", "LinearRule", "NodeRule", "Epsilon", "Zero", "Gamma", "AlphaBeta",
+    "Rule", "make_rule", "LinearRule", "NodeRule", "Epsilon", "Zero", "Gamma", "AlphaBeta",
     "Alpha2Beta1", "Alpha1Beta0", "ZPlus", "ZBox", "Flat", "WSquare", "Pass", "Norm", "WinnerTakesAll",
 ]

@@ -25,11 +25,6 @@ def neg(a):
     return None if a is None else np.minimum(a, 0)
 
 
-def _add(*terms):
-    terms = [t for t in terms if t is not None]
-    return sum(terms[1:], terms[0]) if terms else None
-
-
 class LinearRule(BaseModel):
     """A rule for linear layers: a small immutable, serialisable object."""
 
@@ -183,7 +178,7 @@ class ZBox(LinearRule):
         shape = (1,) + tuple(layer.x_sample_shape)
         low = np.broadcast_to(_bound(self.low, shape), shape).astype(np.float32)
         high = np.broadcast_to(_bound(self.high, shape), shape).astype(np.float32)
-        low_c, high_c = b.const(low, hint="low"), b.const(high, hint="high")
+        low_c, high_c = layer.input_constant(b, low, "low"), layer.input_constant(b, high, "high")
         z_low = layer.forward(b, low_c, wp, pos(bias))
         z_high = layer.forward(b, high_c, wn, neg(bias))
         s = b.safe_divide(R, b.sub(b.sub(layer.z, z_low), z_high), self.stabilizer)
@@ -210,7 +205,7 @@ class Flat(LinearRule):
 
     def relevance(self, b, layer, x, R, nonnegative=False):
         ones_w = np.ones_like(layer.weight)
-        ones_x = b.const(np.ones((1,) + tuple(layer.x_sample_shape), np.float32), hint="ones")
+        ones_x = layer.input_constant(b, np.ones((1,) + tuple(layer.x_sample_shape), np.float32), "ones")
         s = b.safe_divide(R, layer.forward(b, ones_x, ones_w, None), self.stabilizer)
         return layer.gradient(b, s, ones_w)
 
@@ -224,7 +219,7 @@ class WSquare(LinearRule):
     def relevance(self, b, layer, x, R, nonnegative=False):
         w2 = np.square(layer.weight)
         b2 = None if layer.bias is None else np.square(layer.bias)
-        ones_x = b.const(np.ones((1,) + tuple(layer.x_sample_shape), np.float32), hint="ones")
+        ones_x = layer.input_constant(b, np.ones((1,) + tuple(layer.x_sample_shape), np.float32), "ones")
         s = b.safe_divide(R, layer.forward(b, ones_x, w2, b2), self.stabilizer)
         return layer.gradient(b, s, w2)
 

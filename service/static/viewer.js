@@ -48,6 +48,9 @@ function fillModel() {
   const composite = $("composite");
   composite.replaceChildren(...model.composites.map((c) => option(c, c === model.composite ? c + " (default)" : c)));
   composite.value = model.composite;
+  const site = (state.browserSites || {})[model.name];
+  $("browser-row").hidden = !site;
+  if (site) $("browser-link").href = site;
   const target = $("target");
   const labels = model.labels || Array.from({ length: model.num_classes }, (_, k) => String(k));
   target.replaceChildren(option("pred", "the predicted class"), ...labels.map((l, k) => option(String(k), l)));
@@ -55,6 +58,7 @@ function fillModel() {
 
 async function loadModels() {
   const health = await (await fetch("/healthz")).json();
+  state.browserSites = (await (await fetch("/browser/")).json()).sites;
   $("token-row").hidden = !health.auth_required;
   if (health.auth_required && !token()) {
     setStatus("This server needs a token: enter it above.");

@@ -1,0 +1,201 @@
+"""Request bodies to model input: JSON arrays, ``.npy`` arrays and recordings (through the
+model's feature spec), each checked before it costs memory; and the ``target`` option to
+class indices."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from ..lrp_graph.errors import InputError
+from ..runtime.explainer import Explainer
+from .errors import ApiError, invalid
+from .schemas import ArrayRequest, Options
+from .served import ServedModel
+
+NPY_TYPES = {"application/x-npy", "application/npy", "application/vnd.numpy"}
+AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac",
+               "audio/ogg", "audio/aiff", "audio/x-aiff", "audio/mpeg", "audio/mp3"}
+MAX_CHANNELS = 16
+MAX_SAMPLE_RATE = 384_000
+#: most digits of a class index given as text (more cannot name a class)
+MAX_TARGET_DIGITS = 9
+
+
+class Parsed:
+    """A decoded request: the batch, its options, and for recordings the segments."""
+
+    def __init__(self, x: np.ndarray, options: Options, target: Any = None, kind: str = "array",
+                 segments: list | None = None, wave: np.ndarray | None = None, sample_rate: int | None = None,
+                 note: str | None = None):
+        self.x, self.options, self.target, self.kind = x, options, target, kind
+        self.segments, self.wave, self.sample_rate, self.note = segments, wave, sample_rate, note
+
+
+def merge_options(options: Options, fields: dict) -> Options:
+    """``options`` with ``fields`` (from a JSON body or a form) laid over them, validated."""
+    merged = options.model_dump(exclude_unset=True) | fields
+    try:
+        return Options.model_validate(merged)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def decode_json(body: bytes, options: Options) -> Parsed:
+    """``{"input": [...], options...}`` or a bare array."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(obj, list):
+        obj = {"input": obj}
+    try:
+        request = ArrayRequest.model_validate(obj)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    fields = request.model_dump(exclude_unset=True, exclude={"input", "target"})
+    target = request.target if "target" in request.model_fields_set else options.target
+    try:
+        x = np.asarray(request.input)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        raise ApiError(422, "input is not a rectangular array of numbers") from None
+    if x.dtype.kind not in "iuf":
+        raise ApiError(422, "input is not a rectangular array of numbers")
+    return Parsed(x.astype(np.float32) if x.dtype.kind in "iu" else x, merge_options(options, fields), target)
+
+
+def decode_npy(data: bytes, options: Options) -> Parsed:
+    """One ``.npy`` array; its header is checked against the body size before loading."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)(f)
+        shape, _, dtype = header
+        if dtype.hasobject:
+            raise ValueError("object arrays are not accepted")
+        if math.prod(shape) * dtype.itemsize > len(data):
+            raise ValueError(f"header announces shape {shape} but the body holds fewer bytes")
+        f.seek(0)
+        x = np.load(f, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - whatever numpy says, the body was not a .npy array
+        raise ApiError(400, f"body is not a readable .npy array ({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(x, np.ndarray):
+        raise ApiError(400, "body is not a single .npy array")
+    return Parsed(x, options, options.target)
+
+
+def decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
+    """A recording as mono float32 and its sample rate; refuses more than ``max_seconds``
+    without decoding it whole (blocks are mixed to mono as they are read)."""
+    import soundfile
+
+    if not data:
+        raise ApiError(400, "empty body: expected a recording")
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            sr, channels = int(f.samplerate), int(f.channels)
+            if not (0 < sr <= MAX_SAMPLE_RATE and 0 < channels <= MAX_CHANNELS):
+                raise ApiError(422, f"recording has {channels} channels at {sr} Hz; at most {MAX_CHANNELS} "
+                                    f"channels and {MAX_SAMPLE_RATE} Hz are accepted")
+            limit = int(max_seconds * sr)
+            if f.frames > limit:
+                raise _too_long(f.frames / sr, max_seconds)
+            blocks = [b.mean(axis=1, dtype=np.float32) for b in
+                      f.blocks(blocksize=65536, frames=limit + 1, dtype="float32", always_2d=True)]
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile's many ways of saying "not audio"
+        reason = re.sub(r"^Error opening <[^>]*>:\s*", "", " ".join(str(exc).split()))[:160]
+        raise ApiError(400, f"body is not a readable recording ({reason or type(exc).__name__})") from None
+    wave = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if wave.size > limit:
+        raise _too_long(wave.size / sr, max_seconds)
+    if wave.size == 0:
+        raise ApiError(422, "recording has no samples")
+    if not np.isfinite(wave).all():
+        raise ApiError(422, "recording contains NaN or infinite samples")
+    return wave, sr
+
+
+def _too_long(seconds: float, limit: float) -> ApiError:
+    return ApiError(422, f"recording is {seconds:.1f} s long; this server accepts at most {limit:g} s "
+                         "(max_audio_s); within that, longer recordings than the model's window are cropped "
+                         "to their loudest window (segments=crop) or split (segments=split)")
+
+
+def audio_input(served: ServedModel, data: bytes, options: Options, max_seconds: float) -> Parsed:
+    """A recording to the model's input windows (cropped to the loudest, or split)."""
+    if served.features is None:
+        raise ApiError(422, f"model '{served.name}' has no feature metadata (lrp_onnx.features): send the "
+                            "input as a JSON or .npy array")
+    wave, sr = decode_audio(data, max_seconds)
+    spec = served.features
+    try:
+        segments = spec.segments(wave, sr, policy=options.segments)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from None
+    if not segments:
+        raise ApiError(422, "recording holds only silence")
+    duration, note = wave.size / sr, None
+    if duration > spec.window_seconds + 1e-9:
+        if options.segments == "crop":
+            s = segments[0]
+            note = (f"recording of {duration:.2f} s cropped to its loudest {spec.window_seconds:g} s window "
+                    f"({s.start_s:.2f}-{s.end_s:.2f} s); segments=split explains it all")
+        else:
+            note = f"recording of {duration:.2f} s split into {len(segments)} windows of {spec.window_seconds:g} s"
+    x = np.stack([s.features for s in segments])
+    return Parsed(x, options, options.target, "audio", segments, wave, sr, note)
+
+
+def decode_body(served: ServedModel, content_type: str, body: bytes, options: Options, max_seconds: float,
+                filename: str = "") -> Parsed:
+    """Dispatch on the content type (and, for uploads and octet-streams, on the bytes)."""
+    is_npy = body[:6] == b"\x93NUMPY"
+    if content_type == "application/json":
+        return decode_json(body, options)
+    if content_type in NPY_TYPES or (content_type in ("application/octet-stream", "") and is_npy):
+        return decode_npy(body, options)
+    if content_type in AUDIO_TYPES or content_type.startswith("audio/") or content_type == "application/octet-stream":
+        if filename.lower().endswith(".npy"):
+            return decode_npy(body, options)
+        return audio_input(served, body, options, max_seconds)
+    raise ApiError(415, f"unsupported content type '{content_type[:80]}': send application/json, "
+                        "application/x-npy, audio/wav (or another audio type), or multipart/form-data with a "
+                        "'file' field")
+
+
+def resolve_target(served: ServedModel, explainer: Explainer, target: Any, n: int) -> np.ndarray:
+    """The ``target`` option (``pred``, a class index, a label, or one index per sample) as
+    int64 class indices, -1 meaning the predicted class."""
+    if isinstance(target, str):
+        text = target.strip()
+        if text in ("", "pred"):
+            target = None
+        elif re.fullmatch(r"-?[0-9]+", text):
+            target = int(text) if len(text.lstrip("-")) <= MAX_TARGET_DIGITS else _out_of_range(served)
+        elif served.labels and text in served.labels:
+            target = served.labels.index(text)
+        else:
+            labels = f", or one of {', '.join(served.labels)}" if served.labels else ""
+            raise ApiError(422, f"target must be 'pred', a class index{labels}; got '{text[:40]}'")
+    values = target if isinstance(target, list) else [target]
+    for value in values:
+        if isinstance(value, int) and abs(value) >= 10 ** MAX_TARGET_DIGITS:
+            _out_of_range(served)
+    try:
+        return explainer.check_target(target, n)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _out_of_range(served: ServedModel):
+    n = served.default.num_classes
+    raise ApiError(422, f"target of more than {MAX_TARGET_DIGITS} digits is out of range: the model has {n} "
+                        f"classes (0 to {n - 1})")

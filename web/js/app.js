@@ -1,0 +1,126 @@
+// The page: load the site's model, then explain recordings picked from a file or the microphone.
+// Automation: window.lrpOnnx = {ready, explain(arrayBuffer), backend, config}.
+import { maskedWindow, relevanceMask, wavBlob } from "./audible.js";
+import { drawHeatmap } from "./draw.js";
+import { BrowserExplainer } from "./explainer.js";
+import { frequencies, melFilterbank, times } from "./features.js";
+
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, error = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", error);
+}
+
+function softmax(logits) {
+  const m = Math.max(...logits), e = Array.from(logits, (v) => Math.exp(v - m)), s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+function show(result, name, config) {
+  $("result").hidden = false;
+  $("prediction").textContent = result.label;
+  const p = softmax(result.logits), labels = config.labels || p.map((_, i) => String(i));
+  $("scores").textContent = "(" + labels.map((l, i) => `${l} ${(100 * p[i]).toFixed(1)} %`).join(", ") + ")";
+  const seconds = config.features.length / config.features.sample_rate;
+  $("note").textContent = result.cropped
+    ? `The recording is longer than the model's ${seconds} s window: cropped to its loudest ${seconds} s window ` +
+      `(${result.startS.toFixed(2)}-${result.endS.toFixed(2)} s).`
+    : "";
+  const spec = config.features;
+  drawHeatmap($("heatmap"), {
+    features: result.features, relevance: result.relevance, rows: result.rows, cols: result.cols,
+    freqs: frequencies(spec), times: times(spec, result.cols).map((t) => t + result.startS),
+  });
+  playAudible(result, spec);
+  setStatus(`Explained ${name} (${result.backend}: features ${result.timing.featuresMs.toFixed(0)} ms, ` +
+            `explanation ${result.timing.explainMs.toFixed(0)} ms).`);
+}
+
+// the audible heatmap: the model window masked by positive relevance (channels summed)
+function playAudible(result, spec) {
+  const cells = result.rows * result.cols, summed = new Float64Array(cells);
+  for (let i = 0; i < result.relevance.length; i++) summed[i % cells] += result.relevance[i];
+  const filterbank = spec.kind === "log-mel" ? melFilterbank(spec) : null;
+  const samples = maskedWindow(spec, result.window, relevanceMask(summed), result.rows, result.cols, filterbank);
+  const audio = $("audible");
+  if (audio.src) URL.revokeObjectURL(audio.src);
+  audio.src = URL.createObjectURL(wavBlob(samples, spec.sample_rate));
+}
+
+async function explainFile(explainer, blob, name) {
+  setStatus(`Explaining ${name}...`);
+  try {
+    const result = await explainer.explain(await blob.arrayBuffer());
+    if ($("recording").src) URL.revokeObjectURL($("recording").src);
+    $("recording").src = URL.createObjectURL(blob);
+    show(result, name, explainer.config);
+  } catch (err) {
+    setStatus(`${name}: ${err.message || err}`, true);
+  }
+}
+
+function setUpMicrophone(explainer) {
+  if (!navigator.mediaDevices || !window.MediaRecorder) return;
+  const button = $("record");
+  button.hidden = false;
+  button.disabled = false;
+  let recorder = null;
+  button.addEventListener("click", async () => {
+    if (recorder) {
+      recorder.stop();
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const chunks = [];
+      recorder = new MediaRecorder(stream);
+      recorder.ondataavailable = (e) => chunks.push(e.data);
+      recorder.onstop = () => {
+        stream.getTracks().forEach((t) => t.stop());
+        recorder = null;
+        button.textContent = "Record";
+        button.classList.remove("recording");
+        explainFile(explainer, new Blob(chunks, { type: chunks[0]?.type || "audio/webm" }), "your recording");
+      };
+      recorder.start();
+      button.textContent = "Stop";
+      button.classList.add("recording");
+      setStatus("Recording... press Stop when done.");
+    } catch (err) {
+      setStatus(`microphone: ${err.message || err}`, true);
+    }
+  });
+}
+
+async function start() {
+  const config = await (await fetch("site.json")).json();
+  const backend = new URLSearchParams(location.search).get("backend") || "auto";
+  document.title = `lrp-onnx: ${config.task || "explain"} in the browser`;
+  $("title").textContent = `${config.task || "model"} (${(config.labels || []).join(" / ")})`;
+  $("about").textContent = `Model ${config.model_name}, composite ${config.composite}, ` +
+    `onnxruntime-web ${config.onnxruntime_web}. Built by lrp-onnx ${config.lrp_onnx}.`;
+  const explainer = await BrowserExplainer.load(config, backend);
+  $("backend").textContent = `runs on ${explainer.backend === "webgpu" ? "WebGPU" : "WebAssembly"}`;
+  $("file").disabled = false;
+  $("file").addEventListener("change", () => {
+    const file = $("file").files[0];
+    if (file) explainFile(explainer, file, file.name);
+  });
+  setUpMicrophone(explainer);
+  setStatus("Ready: pick a recording" + (window.MediaRecorder ? " or record one." : "."));
+  window.lrpOnnx.backend = explainer.backend;
+  window.lrpOnnx.config = config;
+  return explainer;
+}
+
+const loaded = start();
+loaded.catch((err) => setStatus(`Could not load the model: ${err.message || err}`, true));
+window.lrpOnnx = {
+  ready: loaded.then(() => true),
+  explain: async (buffer) => (await loaded).explain(buffer),
+};
+
+if ("serviceWorker" in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register("sw.js").catch(() => {});
+}
