@@ -151,7 +151,14 @@ class Composite(BaseModel):
                 changes["gamma"] = float(gamma)
             if bounds is not None and isinstance(rule, ZBox):
                 changes["low"], changes["high"] = bounds
-            return rule.model_copy(update=changes) if changes else rule
+            if not changes:
+                return rule
+            try:  # validated like the same values in a composite file (no negative or NaN epsilon, ...)
+                return type(rule).model_validate({**rule.model_dump(), **changes})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(map(str, first.get("loc", ()))) or ", ".join(changes)
+                raise ConfigError(f"{rule.name} rule, {where}: {first.get('msg')}") from None
 
         entries = [Entry(match=e.match, rule=update(e.rule)) for e in self.rules]
         return Composite(name=self.name, rules=entries, default=update(self.default))

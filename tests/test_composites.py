@@ -374,3 +374,12 @@ def test_an_allowed_pattern_on_a_long_node_name_finishes(build_model):
     with deadline(20):
         plan = plan_model(model, composite)
     assert plan.steps[0].rule.name == "flat"
+
+
+@pytest.mark.parametrize("params", [{"epsilon": -1.0}, {"epsilon": float("nan")}, {"gamma": -0.5},
+                                    {"bounds": (1.0, 0.0)}, {"bounds": (float("-inf"), 0.0)}])
+def test_parameter_overrides_are_validated_like_composite_files(params):
+    """The Python API refuses what a composite file (and the CLI) refuses."""
+    with pytest.raises(ConfigError):
+        get_composite("epsilon-gamma-box", **params)
+    assert get_composite("epsilon-gamma-box", epsilon=0.5, gamma=1.0, bounds=(-80.0, 0.0)).default.epsilon == 0.5

@@ -172,6 +172,17 @@ class ZBox(LinearRule):
     high: float | list = 1.0
     stabilizer: float = Field(1e-6, ge=0)
 
+    @model_validator(mode="after")
+    def _bounds_in_order(self):
+        try:
+            low, high = np.asarray(self.low, dtype=np.float64), np.asarray(self.high, dtype=np.float64)
+            ordered = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high))
+        except (ValueError, TypeError):  # not numbers, or shapes that do not broadcast
+            ordered = False
+        if not ordered:
+            raise ValueError("z-box bounds must be finite numbers (or lists of them) with low < high")
+        return self
+
     def relevance(self, b, layer, x, R, nonnegative=False):
         w, bias = layer.weight, layer.bias
         wp, wn = pos(w), neg(w)
