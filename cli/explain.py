@@ -132,7 +132,7 @@ def _recording_input(explainer: Explainer, path: Path, policy: str) -> Recording
     from ..audio.io import load_audio
     from ..runtime.recordings import decision_segments
 
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None:
         raise InputError("the model has no feature metadata (lrp_onnx.features): "
                          "give the input as a .npy array, or export the model with lrp-onnx export")

@@ -132,12 +132,12 @@ def run(args) -> int:
 
 def browser_sites(models: dict[str, str]) -> dict[str, str]:
     """Build the in-browser site of each model into the cache (``$LRP_ONNX_CACHE/sites``)."""
-    from ..runtime.cache import cache_dir
+    from ..runtime.cache import cache_root
     from ..web.site import build_site
 
     sites = {}
     for name, model in models.items():
-        folder = cache_dir().parent / "sites" / name
+        folder = cache_root() / "sites" / name
         folder.parent.mkdir(parents=True, exist_ok=True)
         build_site(model, folder)
         sites[name] = str(folder)

@@ -26,7 +26,7 @@ under a prefix of your app instead::
 Or, for recordings, turn a WAV into the model input with the model's own feature spec::
 
     from lrp_onnx.audio.features import feature_spec_from_json
-    spec = feature_spec_from_json(explainer.metadata["lrp_onnx.features"])
+    spec = explainer.metadata.feature_spec()
     x = spec.from_file("recording.wav")[None]            # (1, 1, 227, 227)
 """
 from __future__ import annotations

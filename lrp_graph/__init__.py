@@ -10,6 +10,7 @@ importing the whole compiler (``lrp-onnx explain`` with a cached explainer never
 from __future__ import annotations
 
 import importlib
+import sys
 
 #: public name -> the module (relative to this package) that defines it
 _EXPORTS = {
@@ -21,11 +22,20 @@ _EXPORTS = {
     "DEFAULT_FOLDING_LIMITS": ".folding", "FoldingLimits": ".folding",
     "Graph": ".graph",
     "load_model": ".loading", "model_digest": ".loading",
-    "Context": ".ops", "OpHandler": ".ops", "register_op": ".ops", "registry_version": ".ops",
-    "supported_ops": ".ops",
+    "Context": ".ops", "OpHandler": ".ops", "register_op": ".ops", "supported_ops": ".ops",
     "make_rule": ".rules",
 }
-__all__ = list(_EXPORTS)
+__all__ = [*_EXPORTS, "registry_version"]
+
+
+def registry_version() -> int:
+    """0 while only the built-in operator handlers are registered; otherwise a number that
+    changes with every registration (:func:`register_op`), for the keys of explainer caches.
+
+    Registering needs the handler registry (``lrp_graph.ops``) imported; while it is not,
+    nothing was, and the answer is 0 without importing it (and the compiler with it)."""
+    ops = sys.modules.get(f"{__name__}.ops")
+    return 0 if ops is None else ops.registry_version()
 
 
 def __getattr__(name: str):

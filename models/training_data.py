@@ -33,10 +33,10 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("LRP_ONNX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrp-onnx"
-    )
-    return Path(root) / "waves"
+    """Decoded, resampled waveforms: ``waves/`` in lrp-onnx's cache folder."""
+    from ..runtime.cache import cache_root
+
+    return cache_root() / "waves"
 
 
 # ----------------------------------------------------------------------------- labels

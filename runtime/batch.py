@@ -450,7 +450,7 @@ def _write_summary(out: Path, corpus: Corpus, explainer, sums, counts, relevance
 
 def _frequencies(explainer, shape: tuple[int, ...]) -> np.ndarray | None:
     """Frequency (Hz) of each row of the input, for models that say how inputs are made from audio."""
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None or len(shape) < 2:
         return None
     frequencies = np.asarray(spec.frequencies(), dtype=np.float64)

@@ -28,10 +28,18 @@ from .io import atomic_write
 MAX_BYTES = 4 << 30
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """lrp-onnx's cache folder: ``$LRP_ONNX_CACHE``, else ``$XDG_CACHE_HOME/lrp-onnx``, else
+    ``~/.cache/lrp-onnx``; shared by the explainers here, training's decoded waveforms and the
+    in-browser sites of ``serve --browser``, each in a folder of its own."""
     root = os.environ.get("LRP_ONNX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrp-onnx")
-    return Path(root) / "explainers"
+    return Path(root)
+
+
+def cache_dir() -> Path:
+    """The compiled explainers' folder (``cache_root()/explainers``)."""
+    return cache_root() / "explainers"
 
 
 def file_digest(data: bytes) -> str:

@@ -12,7 +12,6 @@ second ``Explainer`` for the same pair, in this process or the next, is cheap.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +106,9 @@ class Explainer:
         self._model_path, self._source = _open_model(model)
         facts = self._model_facts(model, cache)
         self.digest = facts["digest"]
-        #: the model's lrp_onnx metadata as raw strings (``metadata_props``), and validated
-        self.metadata = facts["metadata"]
-        self.model_metadata = parse_metadata(self.metadata, str(model) if self._model_path else "model")
-        chosen = default_composite(self.model_metadata) if composite is None else composite
+        #: the model's lrp_onnx metadata, validated (:class:`~lrp_onnx.runtime.metadata.ModelMetadata`)
+        self.metadata = parse_metadata(facts["metadata"], str(model) if self._model_path else "model")
+        chosen = default_composite(self.metadata) if composite is None else composite
         self.composite = get_composite(chosen, epsilon=epsilon, gamma=gamma, bounds=bounds)
         self.batch_size = int(batch_size)
         self.options = options or session_options(threads)
@@ -129,7 +127,7 @@ class Explainer:
         if self.fixed_batch:
             self.batch_size = self.fixed_batch
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
-        self.labels = self.model_metadata.labels_for(self.num_classes)
+        self.labels = self.metadata.labels_for(self.num_classes)
 
     # -- the model ------------------------------------------------------------------------------
     @property
@@ -167,12 +165,13 @@ class Explainer:
     # -- compilation ----------------------------------------------------------------------------
     def _compile(self, layer_sums: bool, use_disk: bool):
         key = disk_cache.entry_key(self.digest, self.composite.model_dump_json(), layer_sums, self.relevance_at,
-                                   __version__, disk_cache.compiler_fingerprint(), registry_version())
+                                   __version__, disk_cache.compiler_fingerprint(),
+                                   lrp_graph.registry_version())
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
         # custom handlers registered in this process (register_op) are not part of the disk key
-        use_disk = use_disk and registry_version() == 0
+        use_disk = use_disk and lrp_graph.registry_version() == 0
         cached = disk_cache.read_explainer(key) if use_disk else None
         if cached is not None:
             value = (cached[0], list(cached[1]["steps"]))
@@ -374,12 +373,3 @@ def _external_digests(data: bytes, folder: Path) -> dict[str, str]:
              for t in external_data_helper._get_all_tensors(proto)
              if external_data_helper.uses_external_data(t)}
     return {name: disk_cache.path_digest(folder / name) for name in sorted(names)}
-
-
-def registry_version() -> int:
-    """0 while only the built-in operator handlers are registered (the disk cache applies);
-    otherwise changes with every registration (:func:`lrp_onnx.lrp_graph.register_op`).
-    Registering needs the handler registry imported, so while it is not, nothing was."""
-    if "lrp_onnx.lrp_graph.ops" not in sys.modules:
-        return 0
-    return lrp_graph.registry_version()

@@ -231,7 +231,7 @@ def _map_npz_labels(data: NpzData, model_labels: list[str] | None, num_classes: 
 
 
 def _feature_spec(explainer, path: Path):
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None:
         raise InputError(f"{path}: recordings need a model with feature metadata (lrp_onnx.features); "
                          "export it with lrp-onnx export, or give DATA as an .npz of inputs")
@@ -240,7 +240,7 @@ def _feature_spec(explainer, path: Path):
 
 def model_task(explainer) -> str:
     """The model's task (metadata ``lrp_onnx.task``), else guessed from its labels."""
-    task = explainer.model_metadata.task
+    task = explainer.metadata.task
     if task:
         return task
     labels = explainer.labels or []

@@ -130,7 +130,7 @@ def decide(explainer, wave: np.ndarray, sample_rate: int, *, policy: Policy = "s
     """The recording's decision with ``explainer`` (an :class:`lrp_onnx.runtime.explainer.Explainer`
     whose model carries a feature spec): logits of every window, their mean, and the relevance
     of ``target`` (default: the recording's predicted class) in every window."""
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None:
         raise InputError("the model has no feature metadata (lrp_onnx.features): a recording cannot be "
                          "turned into its input; export the model with lrp-onnx export")

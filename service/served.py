@@ -22,7 +22,7 @@ class ServedModel:
         self.name = name
         self.default = explainer
         self.default_composite = explainer.composite.name
-        self.metadata: ModelMetadata = explainer.model_metadata
+        self.metadata: ModelMetadata = explainer.metadata
         self.features = self.metadata.feature_spec()
         self.labels = self.metadata.labels_for(explainer.num_classes)
         self._explainers: OrderedDict[str, Explainer] = OrderedDict()

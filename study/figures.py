@@ -21,7 +21,7 @@ def _load(npz: Path, limit: int = 64):
 
 
 def _axes(explainer) -> Axes | None:
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None:
         return None
     rows = "frequency (Hz)" if spec.kind == "audiomnist-spectrogram" else "mel band centre (Hz)"

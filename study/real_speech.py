@@ -85,7 +85,7 @@ def _real(ex, folder: dict) -> dict:
 
 
 def _synthetic(ex, folder: dict, limit: int) -> dict:
-    spec = ex.model_metadata.feature_spec()
+    spec = ex.metadata.feature_spec()
     gender = {str(u.path): u.gender for u in read_audiomnist(folder["data"])}
     voices = {str(u.path): u.base_voice for u in read_audiomnist(folder["data"])}
     files = folder["files"]["test"]
@@ -114,7 +114,7 @@ def _synthetic(ex, folder: dict, limit: int) -> dict:
 def _add_bands(sums: dict, gender: str, relevance: np.ndarray, ex) -> None:
     if not len(relevance):
         return
-    freqs = ex.model_metadata.feature_spec().frequencies()
+    freqs = ex.metadata.feature_spec().frequencies()
     per_row = np.maximum(relevance.reshape(len(relevance), len(freqs), -1), 0).sum(axis=(0, 2))
     bands = np.floor(freqs / BAND_HZ).astype(int)
     entry = sums.setdefault(gender, np.zeros(bands.max() + 1))
@@ -202,7 +202,7 @@ def evaluate_speaker(model: str | Path, data: str | Path, *, test_fraction: floa
     from ..runtime.flip import FlipConfig, flip_arrays
 
     ex = Explainer(model, threads=threads)
-    spec = ex.model_metadata.feature_spec()
+    spec = ex.metadata.feature_spec()
     sets = build_mixed_sets(data, "speaker", spec, test_fraction=test_fraction, val_fraction=val_fraction,
                             progress=False)
     test = sets.test

@@ -122,7 +122,7 @@ def recording_data(pipe: Pipeline, model: Path, files: list[Path], label_of, lim
     ex = pipe.explainer(model, "epsilon")
     labels = np.asarray([ex.labels.index(label_of(p)) for p in files], dtype=np.int64)
     keep = balanced_indices(labels, limit, seed=0) if limit and limit < len(files) else np.arange(len(files))
-    spec = ex.model_metadata.feature_spec()
+    spec = ex.metadata.feature_spec()
     return RecordingData([files[i] for i in keep], labels[keep], spec, str(model)), ex.labels
 
 

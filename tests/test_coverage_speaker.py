@@ -74,15 +74,7 @@ def resnet34_stats():
     torch.manual_seed(0)
     model = SpeakerResNet(num_classes=5, n_mels=16, width=4, embedding_dim=8, pooling="stats").eval()
     model.pool.eps = 0.0
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.zero_()
-                module.running_mean.zero_()
-                module.running_var.uniform_(0.5, 2.0)
-            if isinstance(module, torch.nn.Linear):
-                module.bias.zero_()
+    without_biases(model)
     buffer = io.BytesIO()
     torch.onnx.export(model, (torch.randn(1, 1, 16, 40),), buffer, dynamo=False, opset_version=18,
                       input_names=["input"], output_names=["logits"],

@@ -196,6 +196,6 @@ def test_metadata_and_labels(build_model):
         proto.metadata_props.add(key=key, value=value)
     ex = Explainer(proto)
     assert ex.labels == ["a", "b", "c", "d"]
-    assert ex.metadata["lrp_onnx.task"] == "toy"
+    assert ex.metadata.task == "toy"
     proto.metadata_props[0].value = '["only", "three", "labels"]'
     assert Explainer(proto).labels is None  # does not match the 4 classes

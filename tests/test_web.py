@@ -115,7 +115,7 @@ def served(site):
 @pytest.fixture(scope="module")
 def python_side():
     explainer = Explainer(MODEL, cache=False)  # this compiler's explainer, as the site's
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     return explainer, spec
 
 

@@ -67,7 +67,7 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
     ort_package, ort_version = onnxruntime_web_dir()
     # cache=False: the site is a lasting artefact, compiled by this version of the compiler
     explainer = Explainer(model, composite=composite, cache=False)
-    spec = explainer.model_metadata.feature_spec()
+    spec = explainer.metadata.feature_spec()
     if spec is None:
         raise ModelError(f"{model}: the model has no feature metadata (lrp_onnx.features); the page computes "
                          "features from recordings: export the model with lrp-onnx export")
@@ -81,7 +81,7 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
         "target": TARGET_INPUT,
         "shape": list(spec.shape),
         "labels": explainer.labels,
-        "task": explainer.model_metadata.task,
+        "task": explainer.metadata.task,
         "features": json.loads(spec.model_dump_json()),
         "composite": explainer.composite.name,
         "lrp_onnx": __version__,

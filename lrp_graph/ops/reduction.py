@@ -29,14 +29,6 @@ class MaxReduction(MeanReduction):
     rules = (WinnerTakesAll,)
     default_rule = WinnerTakesAll()
 
-    def unsupported(self, node, graph):
-        axes, _ = self._axes(node, graph)
-        if axes is None:
-            return "needs constant axes and a known rank"
-        if 0 in axes:
-            return "reducing over the batch axis is not supported"
-        return None
-
     def backward(self, ctx, node, relevance, rule):
         b = ctx.b
         axes, keepdims = self._axes(node, ctx.graph)
