@@ -31,6 +31,33 @@ def add_composite_args(parser: argparse.ArgumentParser) -> None:
                        help="input bounds of the composite's z-box rule (LOW < HIGH)")
 
 
+def add_model_output_args(parser: argparse.ArgumentParser, *, direction: bool = True) -> None:
+    """``--model-output NAME`` (the explained output) and, with ``direction``, ``--direction VECTOR.npy``."""
+    group = parser.add_argument_group("explained output")
+    group.add_argument("--model-output", default=None, metavar="NAME",
+                       help="the model output to explain (default: the first); an output of any rank "
+                            "(N, d1, d2, ...) is flattened to (N, K) scores in row-major order (-o stays "
+                            "the file written); a final Softmax, LogSoftmax or Sigmoid is stripped and the "
+                            "scores before it are explained")
+    if direction:
+        group.add_argument("--direction", default=None, metavar="VECTOR.npy",
+                           help="explain the one score w . y per sample, w a 1-D vector of length K (e.g. an "
+                                "enrolled speaker's embedding, for the similarity of an embedding model's output); "
+                                "y is the explained output before a final Softmax, LogSoftmax or Sigmoid (the "
+                                "scores they squash)")
+
+
+def load_direction(args):
+    """The ``--direction`` vector w as loaded (a .npy array), or None; the compiler checks it
+    (:func:`lrp_onnx.lrp_graph.interface.check_direction`)."""
+    path = getattr(args, "direction", None)
+    if path is None:
+        return None
+    from ..runtime.io import load_npy
+
+    return load_npy(path)
+
+
 def model_metadata(path: str | os.PathLike) -> ModelMetadata:
     """The validated lrp-onnx metadata of the model file at ``path``."""
     path = Path(path)

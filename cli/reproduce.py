@@ -6,6 +6,7 @@ rerunning the command resumes where it stopped.
 examples:
   lrp-onnx reproduce -o study --budget quick
   lrp-onnx reproduce -o study --data corpora/AudioMNIST --budget full --threads 8
+  lrp-onnx reproduce -o study --budget quick --real-speech ../shared/real-speech/librispeech-train
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def add_arguments(p) -> None:
                    help="reuse a finished `lrp-onnx train alexnet --task gender` run instead of training one")
     p.add_argument("--speaker-run", metavar="RUN_DIR",
                    help="reuse a finished `lrp-onnx train resnet --task speaker` run instead of training one")
+    p.add_argument("--real-speech", metavar="DIR",
+                   help="real speech (a folder of recordings with manifest.csv: file,speaker,gender; e.g. "
+                        "LibriSpeech): the gender model is trained on it too (split by speaker) and the report "
+                        "gains a section on held-out real speakers: accuracy, pixel-flipping, relevance by band")
+    p.add_argument("--real-split", metavar="SPLIT.json",
+                   help="with --real-speech: evaluate on the test speakers of this training run's split.json "
+                        "(RUN_DIR/split.json, e.g. the shipped model's run) instead of those of the model's own "
+                        "run; refused if the model heard any of them")
     p.add_argument("--skip-speaker", action="store_true", help="leave out the ResNet experiments (Figures 7-12)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for training and onnxruntime")
     p.add_argument("--no-progress", action="store_true")

@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=16, metavar="N",
-                   help="most samples per request and per batched run (default 16)")
+                   help="most samples per array request and per batched run; a recording's windows run "
+                        "in chunks of N (default 16)")
     p.add_argument("--max-body-mb", type=float, default=16, metavar="N", help="largest request body (default 16)")
     p.add_argument("--token", default=None, metavar="TOKEN",
                    help="require 'Authorization: Bearer TOKEN' on /v1/ (default: $LRP_ONNX_TOKEN if set); "
@@ -33,8 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--queue-size", type=int, default=64, metavar="N",
                    help="most requests waiting; more get 503 + Retry-After (default 64)")
     p.add_argument("--max-audio-s", type=float, default=60.0, metavar="S",
-                   help="longest recording accepted (default 60); longer than the model's window: cropped "
-                        "to the loudest window, or split with segments=split")
+                   help="longest recording accepted (default 60); longer than the model's window: decided "
+                        "from all of its speech windows (segments=speech, the default), its loudest window "
+                        "(segments=crop) or window by window (segments=split)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime intra-op threads")
     p.add_argument("--browser", action="store_true",
                    help="also serve each model's in-browser site at /browser/NAME/ (built at start-up, as "

@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stem-stride", type=int, default=1, choices=[1, 2],
                    help="ResNet stem stride (2: 4x fewer operations, for CPUs)")
     p.add_argument("--embedding-dim", type=int, default=256, help="ResNet embedding size")
-    p.add_argument("--pooling", default="mean", choices=["mean", "stats"], help="ResNet temporal pooling")
+    p.add_argument("--pooling", default="stats", choices=["mean", "stats"],
+                   help="ResNet temporal pooling: stats (mean and std over time, default) or mean")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="decoded-waveform cache (default $LRP_ONNX_CACHE or ~/.cache/lrp-onnx)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy shared CPU, 1 can be faster than several)")

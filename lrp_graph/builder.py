@@ -96,19 +96,25 @@ class Builder:
             "ConstantOfShape", [self.shape_of(like)], value=numpy_helper.from_array(np.zeros(1, np.float32))
         )
 
+    def mask(self, condition: str) -> str:
+        """A boolean tensor as float 1/0 (multiplying by it is much faster on onnxruntime's CPU than
+        a ``Where`` with tensor operands)."""
+        return self.op("Cast", [condition], to=onnx.TensorProto.FLOAT)
+
     def stabilize(self, z: str, epsilon: float) -> str:
-        """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser)."""
-        signed = self.op("Where", [self.op("GreaterOrEqual", [z, self.const(0.0)]),
-                                   self.const(epsilon), self.const(-epsilon)])
-        return self.add(z, signed)
+        """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser), exactly:
+        ``[z >= 0] * 2 epsilon - epsilon`` is +-epsilon without rounding."""
+        nonnegative = self.mask(self.op("GreaterOrEqual", [z, self.const(0.0)]))
+        return self.add(z, self.sub(self.mul(nonnegative, self.const(2.0 * epsilon)), self.const(epsilon)))
 
     def safe_divide(self, numerator: str, denominator: str, epsilon: float) -> str:
-        """numerator / stabilize(denominator); with epsilon = 0, x / 0 is taken as 0."""
+        """numerator / stabilize(denominator); with epsilon = 0, x / 0 is taken as 0
+        (divided by 1 there, then multiplied by 0)."""
         if epsilon > 0:
             return self.div(numerator, self.stabilize(denominator, epsilon))
-        is_zero = self.op("Equal", [denominator, self.const(0.0)])
-        ones = self.op("Where", [is_zero, self.const(1.0), denominator])
-        return self.op("Where", [is_zero, self.const(0.0), self.div(numerator, ones)])
+        is_zero = self.mask(self.op("Equal", [denominator, self.const(0.0)]))
+        quotient = self.div(numerator, self.add(denominator, is_zero))
+        return self.mul(quotient, self.sub(self.const(1.0), is_zero))
 
     def reduce_sum_to(self, x: str, x_shape: tuple, target_shape: tuple) -> str:
         """Sum ``x`` over the axes along which ``target_shape`` was broadcast to ``x_shape``."""

@@ -3,8 +3,16 @@
 The explainer keeps the model's forward nodes and appends the relevance pass:
 
 * inputs: the model input, and ``target`` (int64, shape [N]; -1 = explain the predicted class),
-* outputs: ``logits`` (the explained scores, before any final Softmax), ``targets`` (the
+* outputs: ``logits`` (the explained scores, before a final Softmax, LogSoftmax or Sigmoid, which
+  is stripped: recorded as ``"stripped"`` in the metadata), ``targets`` (the
   classes explained) and ``relevance`` (shaped like the model input).
+
+An explained output of any rank (batch, d1, d2, ...) is flattened to (batch, K), K = d1 * d2 * ...,
+its scores numbered in row-major (C) order, as ``reshape(batch, -1)`` numbers them.
+Compiled with a ``direction`` w (length K), the explainer explains one score per sample,
+``s = w . y`` (e.g. an embedding's similarity to an enrolled speaker's; y is the explained output before
+a final Softmax, LogSoftmax or Sigmoid): ``logits`` is s (N, 1),
+``targets`` is 0 and relevance starts as ``R_k = w_k y_k``, which sums to s.
 
 Relevance starts as ``R = logits * onehot(target)`` and crosses the graph backwards,
 one step (linear layer or node) at a time, in reverse topological order; where a
@@ -12,6 +20,7 @@ value feeds several nodes, their relevances add up.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -24,12 +33,18 @@ from .composite import Composite, get_composite, needs_bounds
 from .errors import ConfigError, LRPError, ModelError
 from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits
 from .graph import Graph
-from .interface import OUTPUT_NAMES, SUM_PREFIX, TARGET_INPUT
-from .narrowing import narrow_wide_nodes
+from .interface import (
+    EXPLAINER_METADATA,
+    LABELS_METADATA,
+    OUTPUT_NAMES,
+    SUM_PREFIX,
+    TARGET_INPUT,
+    check_direction,
+)
 from .loading import load_model, model_digest
+from .narrowing import narrow_wide_nodes
 from .ops import Context
 from .plan import Plan, Step, make_plan
-
 
 
 @dataclass
@@ -52,7 +67,17 @@ def plan_model(model, composite="epsilon", *, epsilon=None, gamma=None, bounds=N
     """The plan for ``model`` without compiling it (for ``lrp-onnx check``)."""
     proto = load_model(model)
     comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
-    return make_plan(Graph.from_model(proto, output, folding), comp)
+    return make_plan(Graph.from_model(proto, check_output_name(proto, output), folding), comp)
+
+
+def check_output_name(model: onnx.ModelProto, output: str | None) -> str | None:
+    """``output`` if the model has an output of that name (None: the first), else a one-line
+    :class:`ModelError` listing the model's outputs."""
+    names = [o.name for o in model.graph.output]
+    if output is not None and output not in names:
+        listed = ", ".join(repr(n[:80]) for n in names[:20]) + (" ..." if len(names) > 20 else "")
+        raise ModelError(f"the model has no output named {output[:80]!r}; its outputs: {listed or 'none'}")
+    return output
 
 
 def compile_explainer(
@@ -66,6 +91,7 @@ def compile_explainer(
     layer_sums: bool = False,
     relevance_at: list[str] | tuple[str, ...] = (),
     folding: FoldingLimits = DEFAULT_FOLDING_LIMITS,
+    direction=None,
 ) -> CompiledExplainer:
     """Compile ``model`` (path or ModelProto) into an explainer model.
 
@@ -75,6 +101,8 @@ def compile_explainer(
     ``relevance_at`` names intermediate values whose relevance becomes an extra output
     ``relevance@VALUE`` (e.g. a layer's output, to see which channels carried the decision).
     ``folding`` bounds compile-time constant folding (:class:`FoldingLimits`).
+    ``direction`` (a vector w, one weight per score of the flattened output) explains the score
+    ``w . y`` instead of one class (see the module docstring).
     The loaded model and its :class:`Graph` are not changed: the explainer is written into a copy.
     """
     proto = load_model(model)
@@ -82,24 +110,26 @@ def compile_explainer(
     comp = get_composite(composite, epsilon=epsilon, gamma=gamma, bounds=bounds)
     if needs_bounds(comp):
         raise ConfigError(f"composite '{comp.name}' uses the z-box rule: give the input bounds (--bounds LOW HIGH)")
-    graph = Graph.from_model(proto, output, folding)
+    graph = Graph.from_model(proto, check_output_name(proto, output), folding)
     plan = make_plan(graph, comp)
+    w = None if direction is None else check_direction(direction, plan.classes, graph.output_name)
     plan.raise_for_problems()
     explainer = onnx.ModelProto()
     explainer.CopyFrom(graph.model)
-    sums = _emit(plan, explainer, layer_sums, tuple(relevance_at))
-    _finish_model(explainer, comp)
+    sums = _emit(plan, explainer, layer_sums, tuple(relevance_at), w)
+    _finish_model(explainer, comp, plan, w)
     return CompiledExplainer(explainer, plan, graph.input_name, digest, sums)
 
 
 def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
-          relevance_at: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+          relevance_at: tuple[str, ...] = (), direction: np.ndarray | None = None) -> list[tuple[str, str, str]]:
     """Append the relevance pass to ``explainer`` (a copy of the planned model)."""
     graph = plan.graph
     g = explainer.graph
     taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
     taken |= {i.name for i in g.input} | {o.name for o in g.output}
-    clash = [n for n in OUTPUT_NAMES + (TARGET_INPUT,) if n in taken and not n == "logits" == plan.logits]
+    # a model value named 'logits' is renamed below (the explainer's own output 'logits' replaces it)
+    clash = [n for n in OUTPUT_NAMES + (TARGET_INPUT,) if n in taken and n != "logits"]
     if clash:
         raise ModelError(f"the model already uses the value name(s) {clash}, reserved for the explainer's "
                          "inputs and outputs: rename them in the model")
@@ -110,10 +140,9 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
     if len(graph.shape(scores)) != 2:  # (N, d1, d2, ...): scores numbered in row-major order
         scores = b.op("Flatten", [plan.logits], axis=1, hint="scores")
     g.input.append(helper.make_tensor_value_info(TARGET_INPUT, TensorProto.INT64, ["N"]))
-    target = _target(b, scores)
-    start = b.mul(scores, _one_hot(b, plan, target))
-    relevance: dict[str, list[str]] = {plan.logits: [b.reshape_like(start, plan.logits) if scores != plan.logits
-                                                     else start]}
+    start, scores, target = _seed(b, plan, scores, direction)
+    relevance: dict[str, list[str]] = {plan.logits: [b.reshape_like(start, plan.logits) if len(graph.shape(
+        plan.logits)) != 2 else start]}
     sums: list[tuple[str, str, str]] = []
     forward_nodes = g.node
     for step in reversed(plan.steps):
@@ -125,7 +154,7 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
             contributions = _backward(ctx, step, forward_nodes[step.positions[0]], incoming, plan)
         except LRPError:
             raise
-        except Exception as exc:  # a handler meeting a node no valid model has
+        except Exception as exc:  # noqa: BLE001 - a handler meeting a node no valid model has
             text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             raise ModelError(f"cannot propagate relevance through {step.op_type} '{step.name}' "
                              f"({type(exc).__name__}: {text})") from None
@@ -133,8 +162,9 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
         for name, r in contributions:
             relevance.setdefault(name, []).append(r)
         if layer_sums:
-            sums.append((step.name, _sample_sum(b, b.sum([r for r in incoming if r is not None]), f"{len(sums)}/in"),
-                         _sample_sum(b, b.sum([r for _, r in contributions]), f"{len(sums)}/out")))
+            k = len(sums)  # contributions may differ in shape (a product's two factors): sum each per sample
+            sums.append((step.name, b.sum([_sample_sum(b, r, f"{k}/in") for r in incoming if r is not None]),
+                         b.sum([_sample_sum(b, r, f"{k}/out") for _, r in contributions])))
     result = _collect(b, relevance, graph.input_name)
     if result is None:
         result = b.zeros_like(graph.input_name)
@@ -147,16 +177,34 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
 
     g.node.extend(b.nodes)
     g.initializer.extend(b.initializers)
+    input_name = graph.input_name
+    if "logits" in taken and scores != "logits":  # the model's own value 'logits' is not the output
+        input_name = _rename(g, "logits", b.fresh("model_logits"), input_name)
     g.node.append(helper.make_node("Identity", [result], ["relevance"], name="lrp/output_relevance"))
     if scores != "logits":
         g.node.append(helper.make_node("Identity", [scores], ["logits"], name="lrp/output_logits"))
     g.node.append(helper.make_node("Identity", [target], ["targets"], name="lrp/output_targets"))
-    _set_outputs(plan, g, sums)
+    _set_outputs(g, input_name, sums, 1 if direction is not None else plan.classes)
     for value, r in exposed:
         name = f"relevance@{value}"
         g.node.append(helper.make_node("Identity", [r], [name], name=f"lrp/{name}"))
         g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     return sums
+
+
+def _seed(b: Builder, plan: Plan, scores: str, direction: np.ndarray | None) -> tuple[str, str, str]:
+    """(the relevance entering the flattened scores (N, K), the reported logits, the targets).
+
+    One class: ``R = y * onehot(target)``. A direction w: the one score ``s = sum_k w_k y_k``
+    (N, 1) is reported, and ``R_k = w_k y_k * onehot(target, 1)`` (target -1 or 0; any other
+    explains nothing, as an out-of-range class does)."""
+    if direction is None:
+        target = _target(b, scores)
+        return b.mul(scores, _one_hot(b, plan.classes, target)), scores, target
+    weighted = b.mul(scores, b.const(direction, hint="direction"))
+    score = b.op("ReduceSum", [weighted, b.ints([1])], keepdims=1, hint="score")
+    target = _target(b, score)
+    return b.mul(weighted, _one_hot(b, 1, target)), score, target
 
 
 def _target(b: Builder, scores: str) -> str:
@@ -165,8 +213,8 @@ def _target(b: Builder, scores: str) -> str:
     return b.op("Where", [explicit, predicted, TARGET_INPUT], hint="target")
 
 
-def _one_hot(b: Builder, plan: Plan, target: str) -> str:
-    return b.op("OneHot", [target, b.const([plan.classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
+def _one_hot(b: Builder, classes: int, target: str) -> str:
+    return b.op("OneHot", [target, b.const([classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
 
 
 def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | None:
@@ -188,15 +236,27 @@ def _backward(ctx: Context, step: Step, node: onnx.NodeProto, incoming: list[str
     return step.handler.backward(ctx, node, incoming, step.rule)
 
 
+def _rename(g: onnx.GraphProto, old: str, new: str, input_name: str) -> str:
+    """Every use and definition of value ``old`` in ``g``'s inputs, nodes and constants renamed to
+    ``new``; returns ``input_name`` (the model input's name) after the renaming."""
+    for tensor in list(g.initializer) + list(g.input):
+        if tensor.name == old:
+            tensor.name = new
+    for node in g.node:
+        for values in (node.input, node.output):
+            for i, name in enumerate(values):
+                if name == old:
+                    values[i] = new
+    return new if input_name == old else input_name
+
+
 def _sample_sum(b: Builder, value: str, hint: str) -> str:
     flat = b.op("Flatten", [value], axis=1)
     return b.op("ReduceSum", [flat, b.ints([1])], keepdims=0, hint=f"sum{hint.replace('/', '_')}")
 
 
-def _set_outputs(plan: Plan, g: onnx.GraphProto, sums) -> None:
-    graph = plan.graph
-    classes = plan.classes
-    input_type = next(i for i in g.input if i.name == graph.input_name).type
+def _set_outputs(g: onnx.GraphProto, input_name: str, sums, classes: int) -> None:
+    input_type = next(i for i in g.input if i.name == input_name).type
     del g.output[:]
     g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
     g.output.append(helper.make_tensor_value_info("targets", TensorProto.INT64, ["N"]))
@@ -212,11 +272,29 @@ def _set_outputs(plan: Plan, g: onnx.GraphProto, sums) -> None:
     del g.value_info[:]
 
 
-def _finish_model(model: onnx.ModelProto, composite: Composite) -> None:
+def _finish_model(model: onnx.ModelProto, composite: Composite, plan: Plan,
+                  direction: np.ndarray | None = None) -> None:
+    """Metadata: :data:`EXPLAINER_METADATA`, and the model's class names only where they name the
+    explainer's ``logits`` (not with a direction: one score; nor when their count differs)."""
     narrow_wide_nodes(model.graph)  # runnable where wide nodes are not (onnxruntime-web's WebGPU)
     meta = {p.key: p.value for p in model.metadata_props}
-    meta["lrp_onnx.explainer"] = json.dumps({"composite": composite.model_dump(mode="json")})
+    if LABELS_METADATA in meta and (direction is not None or _label_count(meta[LABELS_METADATA]) != plan.classes):
+        del meta[LABELS_METADATA]
+    about = {"composite": composite.model_dump(mode="json"), "output": plan.graph.output_name,
+             "stripped": plan.stripped}
+    if direction is not None:  # the explained score is w . y: say which w (its length and sha256)
+        about["direction"] = {"length": int(direction.size),
+                              "sha256": hashlib.sha256(direction.astype("<f4").tobytes()).hexdigest()}
+    meta[EXPLAINER_METADATA] = json.dumps(about)
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     model.producer_name = "lrp-onnx"
+
+
+def _label_count(text: str) -> int | None:
+    try:
+        labels = json.loads(text)
+    except ValueError:
+        return None
+    return len(labels) if isinstance(labels, list) else None

@@ -25,14 +25,27 @@ from the explained output to the input: layers of a gate branch (``x * sigmoid(f
 e.g. squeeze-and-excitation) receive no relevance and do not count. A constant affine
 node without such a layer before it (e.g. a lone BatchNormalization) is matched by its
 own op type but does not count for ``index``/``fraction``.
+
+A ``MatMul`` of two activations (attention's query-key and attention-value products) is not a
+linear layer: node rules ``uniform`` (AttnLRP) or ``conservative`` (CP-LRP, the default) apply to it
+(``match: {op_type: [MatMul]}``; formulas in ``ops/attention.py``). Both branches of such a product
+count as relevance paths for ``index``/``fraction``, also where ``conservative`` gives one of them none.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
 from .name_patterns import check_pattern, search
@@ -42,14 +55,52 @@ from .rules import (
     Flat,
     Gamma,
     LinearRule,
-    Rule,
+    NodeRule,
+    Norm,
     ZBox,
     Zero,
     ZPlus,
-    make_rule,
 )
+from .rules.basic import NODE_RULES
+from .rules.linear import LINEAR_RULES
 
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
+
+
+# -- rules for products of two activations and the Softmax inside a model (AttnLRP, CP-LRP) ------
+# (formulas and sources: lrp_graph/ops/attention.py, whose handlers use them)
+class Uniform(NodeRule):
+    """AttnLRP's uniform rule for a product of two activations: ``R_A = 1/2 A * (S B^T)``,
+    ``R_B = 1/2 B * (A^T S)``, ``S = R / stab(A B)`` (with stabilizer 0, ``R / 0`` is taken as 0)."""
+
+    name: Literal["uniform"] = "uniform"
+    stabilizer: float = Field(0.0, ge=0)
+
+
+class Conservative(NodeRule):
+    """CP-LRP: the attention weights ``P`` (made by a Softmax) held constant, ``R_V = V * (P^T S)``,
+    ``S = R / stab(P V)``; without a Softmax-made factor, as :class:`Uniform`."""
+
+    name: Literal["conservative"] = "conservative"
+    stabilizer: float = Field(0.0, ge=0)
+
+
+class SoftmaxRule(NodeRule):
+    """AttnLRP's softmax rule: ``R_x = x * (R - softmax(x) * sum_axis(R))``."""
+
+    name: Literal["softmax"] = "softmax"
+
+
+ATTENTION_RULES = (Uniform, Conservative, SoftmaxRule)
+Rule = Annotated[Union[tuple(LINEAR_RULES + NODE_RULES + ATTENTION_RULES)], Field(discriminator="name")]
+_RULE_ADAPTER = TypeAdapter(Rule)
+
+
+def make_rule(spec) -> LinearRule | NodeRule:
+    """A rule (any of :mod:`.rules` or the attention rules above) from a dict, a name, or a rule."""
+    if isinstance(spec, (LinearRule, NodeRule)):
+        return spec
+    return _RULE_ADAPTER.validate_python({"name": spec} if isinstance(spec, str) else spec)
 
 
 class Match(BaseModel):
@@ -228,6 +279,10 @@ CONV = {"op_type": ["Conv"]}
 DENSE = {"op_type": ["Gemm", "MatMul"]}
 FIRST_LINEAR = {"op_type": list(LINEAR_OPS), "index": "0"}
 FIRST_CONV = {"op_type": ["Conv"], "index": "0"}
+#: a node rule applies only to a MatMul that is not a linear layer: a product of two activations
+BILINEAR = {"op_type": ["MatMul"]}
+#: residual sums and differences, means, LayerNorm (their handlers take the Norm rule)
+SUMS = {"op_type": ["Add", "Sum", "Sub", "ReduceMean", "ReduceSum", "LayerNormalization"]}
 
 
 def _preset_epsilon_plus(first=None, conv_rule=None):
@@ -254,6 +309,15 @@ PRESETS = {
         name="epsilon-alpha2-beta1-flat",
         rules=_entries(*_preset_epsilon_plus(first=(FIRST_LINEAR, Flat()), conv_rule=Alpha2Beta1())),
     ),
+    # Transformers: AttnLRP (Achtibat et al. 2024; lxt's rules) and CP-LRP (Ali et al. 2022; lxt's cp_LRP):
+    # epsilon on the linear layers; products of two activations (query-key, attention-value) by the
+    # uniform rule and Softmax by AttnLRP's rule, or the attention weights held constant (conservative).
+    # Both: LayerNorm with its spread held constant, GELU and other activations passing relevance unchanged.
+    # Residual sums, means and LayerNorm split relevance unstabilised, as lxt's gradient x input does.
+    "attnlrp": lambda: Composite(name="attnlrp", rules=_entries((BILINEAR, Uniform()), (SUMS, Norm(stabilizer=0.0))),
+                                 default=Epsilon()),
+    "cp-lrp": lambda: Composite(name="cp-lrp", rules=_entries((BILINEAR, Conservative()), (SUMS, Norm(stabilizer=0.0))),
+                                default=Epsilon()),
     # The study (seed paper): LRP-0 throughout for the AlexNet ...
     "paper-alexnet": lambda: Composite(name="paper-alexnet", default=Zero()),
     # ... and for the ResNet: LRP-0 on the dense layers (and 1-D BatchNorm) near the output,

@@ -36,9 +36,9 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
     else:
         proto = _read_file(Path(model))
         where = str(model)
+    _modernise_ir(proto)  # before the checker: IR 3 files that leave an initializer out of the inputs run in ORT
     _check_structure(proto, where)
     proto = _normalise_opset(proto, where)
-    _modernise_ir(proto)
     try:
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception as exc:  # onnx raises several types here
@@ -119,9 +119,12 @@ def _normalise_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
 
 def _modernise_ir(proto: onnx.ModelProto) -> None:
-    """Lift IR < 4 models (every initializer also a graph input; the explainer adds initializers that are
-    not) to the IR version of their opset, with the initializers dropped from the inputs."""
-    if proto.ir_version >= 4:
+    """Lift IR 1-3 models (every initializer also a graph input; the explainer adds initializers that are
+    not) to the IR version of their opset, with the initializers dropped from the inputs: an initializer
+    is then a constant (IR 3 let a caller override it as an input; the explainer does not). A model whose
+    every input has an initializer is left with no input (refused). IR version 0 (not set) is not lifted:
+    the checker refuses it, as any model that does not say its IR version."""
+    if proto.ir_version >= 4 or proto.ir_version <= 0:
         return
     version = max(4, onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True))
     inits = {t.name for t in proto.graph.initializer}

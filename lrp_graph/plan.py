@@ -53,10 +53,12 @@ class Step:
 class Plan:
     graph: Graph
     composite: Composite
-    #: the explained value: the model output, or the scores before a final Softmax
+    #: the explained value: the model output, or the scores before a final Softmax, LogSoftmax or Sigmoid
     logits: str
     #: number of explained scores per sample (the value is flattened to (batch, classes))
     classes: int = 0
+    #: the op type of the final normaliser stripped from the output ("Softmax", "Sigmoid", ...), or None
+    stripped: str | None = None
     steps: list[Step] = field(default_factory=list)
     nonnegative: set[str] = field(default_factory=set)
 
@@ -105,8 +107,8 @@ class Plan:
 
 
 def make_plan(graph: Graph, composite: Composite) -> Plan:
-    logits, classes = _explained_value(graph)
-    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes)
+    logits, classes, stripped = _explained_value(graph)
+    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes, stripped=stripped)
     active = _active_positions(graph, logits)
     taken: set[int] = set()
     index = 0
@@ -124,14 +126,25 @@ def make_plan(graph: Graph, composite: Composite) -> Plan:
     return plan
 
 
-def _explained_value(graph: Graph) -> tuple[str, int]:
-    """The model output, or the input of a final Softmax/LogSoftmax (explain the logits), with its number
-    of scores per sample: an output (batch, d1, d2, ...) with static d's has d1 * d2 * ... scores, numbered
-    in row-major (C) order, as ``reshape(batch, -1)`` numbers them."""
-    value = graph.output_name
+def _explained_value(graph: Graph) -> tuple[str, int, str | None]:
+    """The model output, or the input of a final Softmax/LogSoftmax/Sigmoid (explain the logits), with its
+    number of scores per sample and the op type of the normaliser stripped (None: none): an output (batch,
+    d1, d2, ...) with static d's has d1 * d2 * ... scores, numbered in row-major (C) order, as
+    ``reshape(batch, -1)`` numbers them. Reshapes between the normaliser and the output are crossed only
+    where they keep the batch axis (:func:`_keeps_batch`)."""
+    value, stripped = graph.output_name, None
     node = graph.producer.get(value)
-    while node is not None and _is_output_normaliser(node) and node.input[0] in graph.carriers:
-        value = node.input[0]
+    while True:
+        # a final normaliser, possibly followed by reshapes and copies (Softmax(axis=1) of an old
+        # opset on a 4-D tensor becomes Flatten -> Softmax -> Reshape; Paddle appends an Identity)
+        inner, probe = value, node
+        while (probe is not None and probe.op_type in _RESHAPES and probe.input[0] in graph.carriers
+               and _keeps_batch(probe, graph)):  # never through a reshape that folds time into the batch
+            inner = probe.input[0]
+            probe = graph.producer.get(inner)
+        if probe is None or not _is_output_normaliser(probe) or probe.input[0] not in graph.carriers:
+            break
+        value, stripped = probe.input[0], probe.op_type
         node = graph.producer.get(value)
     if value not in graph.carriers:
         raise UnsupportedOperatorError(f"output '{graph.output_name}' does not depend on the model input")
@@ -141,7 +154,62 @@ def _explained_value(graph: Graph) -> tuple[str, int]:
             f"the explained output '{value}' must have shape (batch, ...) with static sizes after the batch "
             f"axis (its scores are numbered in row-major order), got {shape}"
         )
-    return value, math.prod(shape[1:])
+    batch, first = _batch_dim(graph, graph.input_name), _batch_dim(graph, value)
+    if batch is not None and first is not None and isinstance(batch, int) and isinstance(first, int) and batch != first:
+        raise UnsupportedOperatorError(
+            f"the explained output '{value}' has {first} rows on its first axis, the model input's batch axis "
+            f"has {batch}: its first axis must be the batch axis")
+    return value, math.prod(shape[1:]), stripped
+
+
+def _batch_dim(graph: Graph, name: str) -> int | str | None:
+    """The first dimension of ``name`` as declared (a size, a symbol) or None if unknown."""
+    for vi in list(graph.model.graph.input) + list(graph.model.graph.value_info) + list(graph.model.graph.output):
+        if vi.name == name and vi.type.tensor_type.HasField("shape") and vi.type.tensor_type.shape.dim:
+            dim = vi.type.tensor_type.shape.dim[0]
+            if dim.HasField("dim_value"):
+                return int(dim.dim_value)
+            return dim.dim_param or None
+    return None
+
+
+def _keeps_batch(node: onnx.NodeProto, graph: Graph) -> bool:
+    """True if the reshape or copy ``node`` keeps its input's first (batch) axis as its output's: the
+    same declared first dimension, or (read from the node) Flatten(axis=1), Squeeze/Unsqueeze of
+    other axes, Reshape to (0 | size, ...) or to (-1, ...) with the same number of values per row."""
+    before, after = _batch_dim(graph, node.input[0]), _batch_dim(graph, node.output[0])
+    if before is not None and before == after:
+        return True
+    shape = graph.shape(node.input[0])
+    rank = len(shape) if shape is not None else None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Identity":
+        return True
+    if node.op_type == "Flatten":
+        axis = attrs.get("axis", 1)
+        return axis == 1 or (rank is not None and axis == 1 - rank)
+    if node.op_type in ("Squeeze", "Unsqueeze"):
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1:
+            axes = graph.const(node.input[1])
+        if axes is None or rank is None:
+            return False
+        out_rank = rank + (len(list(axes)) if node.op_type == "Unsqueeze" else 0)
+        return all(int(a) % out_rank != 0 for a in axes)
+    target = graph.const(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+    if target is None or shape is None or len(target) == 0:
+        return False
+    if int(target[0]) == 0 and not attrs.get("allowzero", 0):
+        return True
+    rest = shape[1:]
+    if int(target[0]) == -1 and None not in rest:
+        dims = [rest[k - 1] if int(d) == 0 and k - 1 < len(rest) else int(d) for k, d in enumerate(target) if k]
+        return all(d > 0 for d in dims) and math.prod(dims) == math.prod(rest)
+    return int(target[0]) > 0 and shape[0] == int(target[0])
+
+
+#: nodes that only reshape or copy their first input
+_RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
 def _is_output_normaliser(node: onnx.NodeProto) -> bool:

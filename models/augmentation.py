@@ -11,7 +11,7 @@ training loop, so runs reproduce):
 * telephone band (300-3400 Hz) with probability ``p_telephone``;
 * reverberation: an exponentially decaying noise impulse response, RT60 0.1-0.9 s;
 * additive white, pink or brown noise at 0-40 dB SNR (relative to the window's speech power);
-* level (-35..0 dB peak), a DC offset, and clipping (overdriven 1.5-6x, then clipped).
+* level (-``level_db``..0 dB peak, default 35), a DC offset, and clipping (overdriven 1.5-6x, then clipped).
 
 The spectrogram is normalised to its own maximum (``ref=np.max``), so the level alone
 changes little; clipping, DC and noise change the spectrum and are what matter.
@@ -40,6 +40,7 @@ class AugmentConfig:
     p_noise: float = 0.6
     snr_db: tuple[float, float] = (0.0, 40.0)
     p_level: float = 1.0
+    level_db: float = 35.0
     p_dc: float = 0.2
     p_clip: float = 0.12
 
@@ -66,7 +67,7 @@ def augment(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
         noise = coloured_noise(n, rng, rng.choice(["white", "pink", "brown"]))
         x = x + noise * np.sqrt(speech_power / 10 ** (snr / 10.0))
     peak = float(np.abs(x).max()) or 1.0
-    level = 10 ** (-rng.uniform(0.0, 35.0) / 20.0) if rng.random() < config.p_level else 0.5
+    level = 10 ** (-rng.uniform(0.0, config.level_db) / 20.0) if rng.random() < config.p_level else 0.5
     x = x / peak * level
     if rng.random() < config.p_dc:
         x = x + rng.uniform(-0.1, 0.1)

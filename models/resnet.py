@@ -4,7 +4,7 @@ Input: 1 x n_mels x frames (64 x 200 for 2 s). Layout::
 
     stem: conv 3x3 (w, stride 1 or 2) -> BatchNorm2d -> ReLU
     layer1..4: BasicBlocks [3, 4, 6, 3] with widths w, 2w, 4w, 8w; strides 1, 2, 2, 2
-    pooling over time: "mean" (mean_t) or "stats" (mean_t and std_t = sqrt(var_t + 1e-5))
+    pooling over time: "stats" (default: mean_t and std_t = sqrt(var_t + 1e-5)) or "mean" (mean_t)
     embedding: Linear -> BatchNorm1d (the speaker embedding)
     classifier: ReLU -> Linear over the training speakers (logits)
 
@@ -88,7 +88,7 @@ class SpeakerResNet(nn.Module):
         n_mels: int = 64,
         width: int = 32,
         embedding_dim: int = 256,
-        pooling: str = "mean",
+        pooling: str = "stats",
         layers: tuple[int, ...] = LAYERS,
         stem_stride: int = 1,
     ):

@@ -14,7 +14,11 @@ corpus of its own, splits each one on its own terms and trains on all training p
 Training windows of every source pass through :func:`lrp_onnx.models.augmentation.augment`
 (with probability :data:`P_AUGMENT`); evaluation windows are left as recorded.
 Speaker ID on a real folder (``task="speaker"``) splits each recording in time instead:
-its first part trains, the rest is held out (see :func:`time_split_items`).
+its first part trains, the rest is held out (see :func:`time_split_items`); its training
+windows get only level, noise and clipping (:data:`SPEAKER_AUGMENT`), and half of them are
+mosaics of short pieces from all over the training part (:data:`SPEAKER_MOSAIC`). Every item of an
+evaluation set carries its ``groups`` id (its recording, or the recording's held-out part), so
+a whole-part decision (mean of its windows' logits) can be scored as well.
 """
 from __future__ import annotations
 
@@ -34,10 +38,20 @@ REAL_REPEAT = 3
 P_AUGMENT = 0.85
 #: Probability that a training window is shortened (rest zero), like a short clip.
 P_SHORT = 0.1
-#: Speaker ID keeps the augmentation mild: a strong random equaliser would change the very
-#: timbre that tells speakers apart.
-SPEAKER_AUGMENT = AugmentConfig(p_microphone=0.3, eq_db=3.0, p_source_rate=0.2, p_telephone=0.0, p_reverb=0.2,
-                                p_noise=0.4, snr_db=(10.0, 40.0), p_clip=0.05)
+#: Speaker ID: no equaliser, band limits or reverberation (they change the very voice colour,
+#: the long-term spectrum, that tells speakers apart); only level (0 to -12 dB peak), light noise and rare clipping.
+SPEAKER_AUGMENT = AugmentConfig(p_microphone=0.0, p_source_rate=0.0, p_telephone=0.0, p_reverb=0.0,
+                                p_noise=0.3, snr_db=(20.0, 40.0), level_db=12.0, p_dc=0.1, p_clip=0.03)
+#: Speaker ID: probability that a training window is a mosaic of short pieces from random
+#: places of the recording's training part (see :meth:`WindowSet.mosaic_samples`).
+SPEAKER_MOSAIC = 0.5
+#: Length of a mosaic piece in seconds (a few phones: local spectra stay, word order goes).
+MOSAIC_PIECE = 0.25
+#: Speaker ID evaluation windows of a held-out part start this fraction of a window apart.
+SPEAKER_EVAL_HOP = 0.5
+#: A held-out part shorter than a window still gives one (zero-padded) window if it is this
+#: fraction of a window long.
+SPEAKER_MIN_PART = 0.5
 #: Training windows of real speech start on this grid (samples at the feature rate).
 START_GRID = 80
 
@@ -47,7 +61,8 @@ class WindowSet:
     within an admissible sample range per item (training, when ``inputs`` gets an ``rng``)."""
 
     def __init__(self, waves, lengths, records: np.ndarray, starts: np.ndarray, bounds: np.ndarray,
-                 labels: np.ndarray, spec, paths: Sequence[str], augment_config: AugmentConfig | None = None):
+                 labels: np.ndarray, spec, paths: Sequence[str], augment_config: AugmentConfig | None = None,
+                 groups: np.ndarray | None = None, mosaic: float = 0.0):
         self.waves, self.lengths = waves, np.asarray(lengths, dtype=np.int64)
         self.records = np.asarray(records, dtype=np.int64)
         self.starts = np.asarray(starts, dtype=np.int64)      # -1: random speech window
@@ -57,6 +72,8 @@ class WindowSet:
         self.sample_rate, self.window = int(spec.sample_rate), int(spec.length)
         self.input_shape = tuple(int(s) for s in spec.shape)
         self.augment_config = augment_config
+        self.groups = self.records if groups is None else np.asarray(groups, dtype=np.int64)
+        self.mosaic = float(mosaic)
         self._admissible: dict[tuple[int, int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -75,17 +92,32 @@ class WindowSet:
         return int(choices[rng.integers(len(choices))])
 
     def window_samples(self, k: int, rng: np.random.Generator | None) -> np.ndarray:
-        """The ``window``-sample piece of item ``k`` (zero-padded for short recordings)."""
+        """The ``window``-sample piece of item ``k``, never beyond its bounds (zero-padded
+        when they hold less than a window)."""
         wave = self.recording(int(self.records[k]))
+        lo, hi = (int(b) for b in self.bounds[k])
+        lo, hi = max(0, lo), min(hi, wave.size)
         out = np.zeros(self.window)
-        if wave.size <= self.window:
-            room = self.window - wave.size
+        if hi - lo <= self.window:
+            room = self.window - (hi - lo)
             offset = int(rng.integers(room + 1)) if rng is not None else room // 2
-            out[offset : offset + wave.size] = wave
+            out[offset : offset + hi - lo] = wave[lo:hi]
             return out
         start = int(self.starts[k]) if self.starts[k] >= 0 or rng is None else self._random_start(k, rng)
-        start = max(0, min(start, wave.size - self.window))
+        start = max(lo, min(start, hi - self.window))
         out[:] = wave[start : start + self.window]
+        return out
+
+    def mosaic_samples(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """A window of :data:`MOSAIC_PIECE`-second pieces, each from a random speech window of
+        item ``k``'s range: what the speaker sounds like stays, what was said is scrambled."""
+        piece = max(1, int(MOSAIC_PIECE * self.sample_rate))
+        wave = self.recording(int(self.records[k]))
+        out = np.zeros(self.window)
+        for at in range(0, self.window, piece):
+            n = min(piece, self.window - at)
+            start = self._random_start(k, rng) + int(rng.integers(self.window - n + 1))
+            out[at : at + n] = wave[start : start + n]
         return out
 
     def inputs(self, index: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -93,7 +125,11 @@ class WindowSet:
         index = np.asarray(index, dtype=np.int64)
         out = np.empty((len(index), *self.input_shape), dtype=np.float32)
         for j, k in enumerate(index):
-            x = self.window_samples(int(k), rng)
+            random_window = rng is not None and self.starts[k] < 0
+            if self.mosaic and random_window and np.diff(self.bounds[k])[0] > self.window and rng.random() < self.mosaic:
+                x = self.mosaic_samples(int(k), rng)
+            else:
+                x = self.window_samples(int(k), rng)
             if rng is not None and self.augment_config is not None:
                 if rng.random() < P_SHORT:
                     keep = int(rng.uniform(0.35, 0.95) * self.window)
@@ -116,6 +152,8 @@ class ConcatSet:
             raise InputError("no data in this part of the split")
         self.labels = np.concatenate([p.labels for p in self.parts])
         self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        group_offsets = np.cumsum([0] + [int(p.groups.max(initial=-1)) + 1 for p in self.parts])
+        self.groups = np.concatenate([p.groups + o for p, o in zip(self.parts, group_offsets)])
         self.input_shape = self.parts[0].input_shape
 
     def __len__(self) -> int:
@@ -154,26 +192,33 @@ def recording_items(waves, lengths, labels: np.ndarray, sample_rate: int, window
 
 def time_split_items(waves, lengths, labels: np.ndarray, sample_rate: int, window: int,
                      fractions: Sequence[float]) -> list[tuple[np.ndarray, ...]]:
-    """Items per part (train, validation, test) cutting each recording in time by ``fractions``:
-    the first part trains (random speech windows), the later parts give consecutive windows."""
+    """Items per part (train, validation, test) cutting each recording in time by ``fractions``.
+
+    The first part trains: ``REAL_REPEAT`` random speech windows per window of its speech.
+    The later parts give speech windows :data:`SPEAKER_EVAL_HOP` windows apart, all inside
+    the part (a part of :data:`SPEAKER_MIN_PART` to one window gives one zero-padded window),
+    so no window reaches into another part. Parts of one recording never overlap.
+    """
     parts: list[list] = [[[], [], [], []] for _ in range(3)]
+    hop = max(1, int(SPEAKER_EVAL_HOP * window))
     for r, n in enumerate(np.asarray(lengths)):
         edges = np.round(np.cumsum([0.0, *fractions]) * n).astype(int)
         for p in range(3):
             lo, hi = int(edges[p]), int(edges[p + 1])
-            if hi - lo < window:
+            if hi - lo < SPEAKER_MIN_PART * window:
                 continue
             piece = np.asarray(waves[r, lo:hi], dtype=np.float64)
             if p == 0:
                 count = REAL_REPEAT * max(1, len(speech_window_starts(piece, sample_rate, window)))
                 chosen = [-1] * count
             else:
-                chosen = list(speech_window_starts(piece, sample_rate, window) + lo)
+                chosen = list(speech_window_starts(piece, sample_rate, window, hop=hop) + lo)
             parts[p][0] += [r] * len(chosen)
             parts[p][1] += chosen
             parts[p][2] += [(lo, hi)] * len(chosen)
             parts[p][3] += [int(labels[r])] * len(chosen)
-    return [(np.asarray(a), np.asarray(b), np.asarray(c).reshape(-1, 2), np.asarray(d)) for a, b, c, d in parts]
+    return [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64),
+             np.asarray(c, dtype=np.int64).reshape(-1, 2), np.asarray(d, dtype=np.int64)) for a, b, c, d in parts]
 
 
 def split_folders(data) -> list[Path]:
@@ -226,7 +271,8 @@ def build_mixed_sets(data, task: str, spec, *, seed: int = 0, test_fraction: flo
                 parts[p].append(_subset(s, td.balanced_subset(s.labels, cap, seed)))
         description["folders"].append({"data": str(Path(folder).resolve()), "method": method,
                                        "files": dict(zip(("train", "val", "test"), members)),
-                                       "items": [len(s) if s is not None else 0 for s in sets]})
+                                       "items": [len(s) if s is not None else 0 for s in sets],
+                                       **({"fractions": list(fractions)} if method == "time" else {})})
     train, val = ConcatSet(parts[0]), ConcatSet(parts[1])
     test = ConcatSet(parts[2]) if parts[2] else None
     return td.SplitSets(train, val, test, names, description, td.spec_json(spec))
@@ -236,7 +282,7 @@ def _subset(s: WindowSet, keep: np.ndarray) -> WindowSet:
     if len(keep) == len(s):
         return s
     return WindowSet(s.waves, s.lengths, s.records[keep], s.starts[keep], s.bounds[keep], s.labels[keep],
-                     s.spec, s.paths, s.augment_config)
+                     s.spec, s.paths, s.augment_config, mosaic=s.mosaic)
 
 
 def _load(utterances, spec, cache_dir, progress):
@@ -263,8 +309,8 @@ def _real_speaker_split(split, spec, cache_dir, progress) -> list[WindowSet | No
 def _real_time_split(utterances, y, spec, fractions, cache_dir, progress) -> list[WindowSet]:
     waves, lengths, paths = _load(utterances, spec, cache_dir, progress)
     parts = time_split_items(waves, lengths, y, int(spec.sample_rate), int(spec.length), fractions)
-    return [WindowSet(waves, lengths, *items, spec, paths, SPEAKER_AUGMENT if i == 0 else None)
-            for i, items in enumerate(parts)]
+    return [WindowSet(waves, lengths, *items, spec, paths, SPEAKER_AUGMENT if i == 0 else None,
+                      mosaic=SPEAKER_MOSAIC if i == 0 else 0.0) for i, items in enumerate(parts)]
 
 
 def _utterance_windows(part, y, spec, cache_dir, progress, training: bool) -> WindowSet | None:

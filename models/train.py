@@ -154,12 +154,18 @@ def _to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
              desc: str = "eval", progress: bool = True) -> dict:
-    """Loss, accuracy and balanced accuracy (mean per-class recall) of ``model`` on ``data``."""
+    """Loss, accuracy and balanced accuracy (mean per-class recall) of ``model`` on ``data``.
+
+    Data whose items carry ``groups`` (windows of one recording or held-out part) also get
+    ``part_acc``: the accuracy of one decision per group, the argmax of its windows' mean
+    logits (as a whole-recording decision), over ``parts`` groups."""
     from tqdm import tqdm
 
     model.eval()
     n = len(data)
     total_loss, predictions = 0.0, np.empty(n, dtype=np.int64)
+    groups = getattr(data, "groups", None)
+    sums: np.ndarray | None = None
     with torch.no_grad():
         for start in tqdm(range(0, n, batch_size), desc=desc, leave=False, disable=not progress, unit="batch"):
             index = np.arange(start, min(start + batch_size, n))
@@ -168,11 +174,21 @@ def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
             logits = model(x)
             total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             predictions[index] = logits.argmax(1).cpu().numpy()
+            if groups is not None:
+                if sums is None:
+                    sums = np.zeros((int(groups.max()) + 1, logits.shape[1]))
+                np.add.at(sums, groups[index], logits.double().cpu().numpy())
     labels = data.labels
     correct = predictions == labels
     recalls = [correct[labels == c].mean() for c in np.unique(labels)]
-    return {"loss": total_loss / max(n, 1), "acc": float(correct.mean()) if n else math.nan,
-            "balanced_acc": float(np.mean(recalls)) if n else math.nan}
+    result = {"loss": total_loss / max(n, 1), "acc": float(correct.mean()) if n else math.nan,
+              "balanced_acc": float(np.mean(recalls)) if n else math.nan}
+    if sums is not None:
+        present = np.unique(groups)
+        truth = np.zeros(len(sums), dtype=np.int64)
+        truth[groups] = labels
+        result.update(part_acc=float(np.mean(sums[present].argmax(1) == truth[present])), parts=int(len(present)))
+    return result
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data, device: torch.device,
@@ -310,29 +326,43 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
         improved = va["acc"] > best["val_acc"] or (
             va["acc"] == best["val_acc"] and va["loss"] < best.get("val_loss", math.inf))
         if improved:
-            best = {"val_acc": va["acc"], "val_loss": va["loss"], "epoch": epoch}
+            best = {"val_acc": va["acc"], "val_loss": va["loss"], "epoch": epoch,
+                    **({"val_part_acc": va["part_acc"]} if "part_acc" in va else {})}
             atomic_torch_save({**common, "model": model.state_dict(), "epoch": epoch, "best": best}, best_path)
         atomic_torch_save({**common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "rng": _rng_state(), "epoch": epoch, "best": best, "train_seconds": train_seconds},
                           last_path)
         record = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
-                  "val_acc": va["acc"], "val_balanced_acc": va["balanced_acc"], "best": improved,
+                  "val_acc": va["acc"], "val_balanced_acc": va["balanced_acc"],
+                  **({"val_part_acc": va["part_acc"]} if "part_acc" in va else {}), "best": improved,
                   "train_s": round(t_train, 2), "epoch_s": round(seconds, 2)}
         _append_jsonl(metrics_path, record)
+        part = f" (per part {va['part_acc']:.4f})" if "part_acc" in va else ""
         log(f"epoch {epoch}: train loss {tr['loss']:.4f} acc {tr['acc']:.4f} | val loss {va['loss']:.4f} "
-            f"acc {va['acc']:.4f} | {seconds:.0f} s{' *' if improved else ''}")
+            f"acc {va['acc']:.4f}{part} | {seconds:.0f} s{' *' if improved else ''}")
 
-    best_ckpt = load_checkpoint(best_path)
-    model.load_state_dict(best_ckpt["model"])
-    summary = {"arch": arch, "task": config["task"], "labels": list(sets.labels), "sizes": split_desc,
+    return _summarize(model, sets, config, best, train_seconds, device, progress, log)
+
+
+def _summarize(model: nn.Module, sets: SplitSets, config: dict, best: dict, train_seconds: float,
+               device: torch.device, progress: bool, log) -> dict:
+    """Load the best epoch's weights, test them and write ``summary.json``; returns the summary."""
+    out = Path(config["out"])
+    model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    summary = {"arch": config["arch"], "task": config["task"], "labels": list(sets.labels), "sizes": sets.describe(),
                "epochs": config["epochs"], "best_epoch": best["epoch"], "val_acc": best["val_acc"],
+               **({"val_part_acc": best["val_part_acc"]} if "val_part_acc" in best else {}),
                "train_seconds": round(train_seconds, 1), "device": str(device),
                "threads": torch.get_num_threads()}
     if sets.test is not None and len(sets.test):
         te = evaluate(model, sets.test, device, config["batch_size"], desc="test", progress=progress)
         summary.update(test_acc=te["acc"], test_balanced_acc=te["balanced_acc"], test_loss=te["loss"])
+        part = ""
+        if "part_acc" in te:
+            summary.update(test_part_acc=te["part_acc"], test_parts=te["parts"])
+            part = f", per part {te['part_acc']:.4f} of {te['parts']}"
         log(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {te['acc']:.4f} "
-            f"(balanced {te['balanced_acc']:.4f})")
+            f"(balanced {te['balanced_acc']:.4f}{part})")
     _write_json(out / "summary.json", summary)
     return summary
 

@@ -259,11 +259,15 @@ class SplitSets:
                 "test": len(self.test) if self.test is not None else 0}
 
 
-def default_spec(arch: str):
-    """The feature spec an architecture is trained on: AudioMNIST spectrogram or log-mel."""
+def default_spec(arch: str, task: str | None = None):
+    """The feature spec an architecture is trained on: AudioMNIST spectrogram or log-mel (2 s,
+    64 bands). Speaker ID keeps absolute log energies (``normalize="none"``): the long-term
+    spectrum that per-band mean normalisation removes is much of what tells speakers apart."""
     from ..audio.features import LogMelSpec, SpectrogramSpec
 
-    return SpectrogramSpec() if arch == "alexnet" else LogMelSpec()
+    if arch == "alexnet":
+        return SpectrogramSpec()
+    return LogMelSpec(normalize="none") if task == "speaker" else LogMelSpec()
 
 
 def is_real_speech_corpus(data) -> bool:
@@ -335,7 +339,7 @@ def build_sets(data: str | os.PathLike, task: str, arch: str, *, split: str = "a
     """
     if str(data).endswith(".npz"):
         return _npz_sets(data, task, seed, val_fraction, labels, spec)
-    spec = spec or default_spec(arch)
+    spec = spec or default_spec(arch, task)
     if os.pathsep in str(data) or is_real_speech_corpus(data):
         from .speech_mix import build_mixed_sets
 

@@ -11,6 +11,7 @@ second ``Explainer`` for the same pair, in this process or the next, is cheap.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -22,8 +23,13 @@ import onnxruntime as ort
 
 from .. import __version__, lrp_graph
 from ..lrp_graph.composite import Composite, get_composite
-from ..lrp_graph.errors import InputError
-from ..lrp_graph.interface import SUM_PREFIX, TARGET_INPUT
+from ..lrp_graph.errors import InputError, ModelError
+from ..lrp_graph.interface import (
+    EXPLAINER_METADATA,
+    SUM_PREFIX,
+    TARGET_INPUT,
+    check_direction,
+)
 from . import cache as disk_cache
 from .metadata import default_composite, parse_metadata
 
@@ -101,6 +107,8 @@ class Explainer:
         layer_sums: bool = False,
         relevance_at: tuple[str, ...] = (),
         cache: bool = True,
+        output: str | None = None,
+        direction=None,
     ):
         self._source_lock = threading.Lock()
         self._model_path, self._source = _open_model(model)
@@ -114,9 +122,12 @@ class Explainer:
         self.options = options or session_options(threads)
         self.providers = providers or default_providers()
         self.relevance_at = tuple(relevance_at)
+        #: the explained model output (None: the first) and the direction w of the explained score w . y
+        self.output = output
+        self.direction = None if direction is None else check_direction(direction)
         compiled, self.steps = self._compile(layer_sums, cache and self._model_path is not None)
         self.compiled_model_bytes = compiled
-        self.session = ort.InferenceSession(compiled, self.options, providers=self.providers)
+        self.session = _session(compiled, self.options, self.providers)
         self._forward: ort.InferenceSession | None = None
         self._forward_lock = threading.Lock()
         inp = next(i for i in self.session.get_inputs() if i.name != TARGET_INPUT)
@@ -127,7 +138,12 @@ class Explainer:
         if self.fixed_batch:
             self.batch_size = self.fixed_batch
         self.num_classes = int(self.session.get_outputs()[0].shape[1])
-        self.labels = self.metadata.labels_for(self.num_classes)
+        about = json.loads(self.session.get_modelmeta().custom_metadata_map.get(EXPLAINER_METADATA, "{}"))
+        #: the final normaliser stripped from the explained output ("Softmax", "LogSoftmax", "Sigmoid") or
+        #: None: ``logits`` are the scores before it (read probabilities through it, not through a softmax)
+        self.stripped = about.get("stripped")
+        # class names belong to class scores, not to the one score w . y
+        self.labels = None if self.direction is not None else self.metadata.labels_for(self.num_classes)
 
     # -- the model ------------------------------------------------------------------------------
     @property
@@ -164,9 +180,10 @@ class Explainer:
 
     # -- compilation ----------------------------------------------------------------------------
     def _compile(self, layer_sums: bool, use_disk: bool):
+        direction = None if self.direction is None else disk_cache.file_digest(self.direction.tobytes())
         key = disk_cache.entry_key(self.digest, self.composite.model_dump_json(), layer_sums, self.relevance_at,
                                    __version__, disk_cache.compiler_fingerprint(),
-                                   lrp_graph.registry_version())
+                                   lrp_graph.registry_version(), self.output, direction)
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
@@ -177,7 +194,8 @@ class Explainer:
             value = (cached[0], list(cached[1]["steps"]))
         else:
             compiled = compile_explainer(self.source, self.composite, layer_sums=layer_sums,
-                                         relevance_at=self.relevance_at)
+                                         relevance_at=self.relevance_at, output=self.output,
+                                         direction=self.direction)
             value = (compiled.model.SerializeToString(), [name for name, _, _ in compiled.layer_sums])
             if use_disk:
                 disk_cache.write_explainer(key, value[0], {"steps": value[1]})
@@ -206,12 +224,12 @@ class Explainer:
             x = x[None]
         if x.ndim != rank + 1:
             raise InputError(
-                f"input has shape {tuple(x.shape)} (rank {x.ndim}); the model expects {self._shape_text()} "
-                f"or one sample {self._shape_text(batch=False)}"
+                f"input has shape {tuple(x.shape)} (rank {x.ndim}); the model expects {self.shape_text()} "
+                f"or one sample {self.shape_text(batch=False)}"
             )
         for got, want in zip(x.shape[1:], self.input_shape):
             if want is not None and got != want:
-                raise InputError(f"input has shape {tuple(x.shape)}; the model expects {self._shape_text()}")
+                raise InputError(f"input has shape {tuple(x.shape)}; the model expects {self.shape_text()}")
         if x.shape[0] == 0:
             raise InputError("input holds no samples")
         if self.fixed_batch and x.shape[0] % self.fixed_batch:
@@ -225,7 +243,7 @@ class Explainer:
                              f"{', '.join(map(str, bad[:5]))}{'...' if len(bad) > 5 else ''})")
         return x
 
-    def _shape_text(self, batch: bool = True) -> str:
+    def shape_text(self, batch: bool = True) -> str:
         dims = ["N"] if batch else []
         dims += ["?" if d is None else str(d) for d in self.input_shape]
         return "(" + ", ".join(dims) + ")"
@@ -244,6 +262,9 @@ class Explainer:
         if t.shape != (n,):
             raise InputError(f"target has shape {t.shape}; expected one class per sample ({n})")
         bad = (t < -1) | (t >= self.num_classes)
+        if bad.any() and self.direction is not None:
+            raise InputError(f"target {int(t[bad][0])} has no meaning with a direction: the one explained score "
+                             "is w . y (target 0 or -1)")
         if bad.any():
             raise InputError(f"target {int(t[bad][0])} is out of range: the model has {self.num_classes} classes "
                              f"(0 to {self.num_classes - 1})")
@@ -266,7 +287,19 @@ class Explainer:
         return Explanation(logits, targets, relevance.reshape(shape))
 
     def _run(self, x, t, outputs=("logits", "targets", "relevance")):
-        return self.session.run(list(outputs), {self.input_name: x, TARGET_INPUT: t})
+        """One session run; onnxruntime's failures and an explained output whose first axis is not
+        the batch axis (one row per sample) become one-line :class:`ModelError` errors."""
+        try:
+            result = self.session.run(list(outputs), {self.input_name: x, TARGET_INPUT: t})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own (many) types
+            raise ModelError(f"onnxruntime failed to run the explainer on input {tuple(x.shape)}: "
+                             f"{_first_line(exc)}") from None
+        rows = len(result[0])
+        if rows != len(x):
+            raise ModelError(f"the explained output's first axis is not the batch axis: {len(x)} sample(s) gave "
+                             f"{rows} row(s) (the model may fix its input's length, e.g. a Reshape to a constant "
+                             "size); give inputs of the model's fixed shape, or try --segments speech")
+        return result
 
     def intermediate(self, x, target=None) -> dict[str, np.ndarray]:
         """Relevance at the values named in ``relevance_at`` (per value, batch first)."""
@@ -281,15 +314,17 @@ class Explainer:
         """Logits only, from the plain forward model (no relevance pass)."""
         x = self.check_input(x)
         session = self._forward_session()
-        return np.concatenate([session.run(["logits"], {self.input_name: x[i:i + self.batch_size]})[0]
-                               for i in range(0, len(x), self.batch_size)])
+        try:
+            return np.concatenate([session.run(["logits"], {self.input_name: x[i:i + self.batch_size]})[0]
+                                   for i in range(0, len(x), self.batch_size)])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own (many) types
+            raise ModelError(f"onnxruntime failed to run the model on input {tuple(x.shape)}: "
+                             f"{_first_line(exc)}") from None
 
     def _forward_session(self) -> ort.InferenceSession:
         with self._forward_lock:
             if self._forward is None:
-                self._forward = ort.InferenceSession(
-                    forward_model(self.compiled_model), self.options, providers=self.providers
-                )
+                self._forward = _session(forward_model(self.compiled_model), self.options, self.providers)
             return self._forward
 
     def layer_sums(self, x, target=None) -> tuple[list[str], np.ndarray, np.ndarray, Explanation]:
@@ -332,6 +367,20 @@ def forward_model(explainer_model: onnx.ModelProto) -> bytes:
     del g.initializer[:]
     g.initializer.extend(inits)
     return model.SerializeToString()
+
+
+def _session(model: bytes, options, providers) -> ort.InferenceSession:
+    """An onnxruntime session, or a one-line :class:`ModelError` if onnxruntime refuses the model."""
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own (many) types
+        raise ModelError(f"onnxruntime cannot load the explainer: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's text, at most 300 characters."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _open_model(model) -> tuple[Path | None, object]:

@@ -6,7 +6,12 @@ recording, :func:`decide` runs it on every consecutive speech window (the window
 code evaluates on), averages the window logits into the recording's logits, explains
 the recording's class in every window, and keeps the per-window decisions.
 ``policy="loudest"`` uses the single loudest window instead. A recording no longer than
-the window gives one window, zero-padded around it.
+the window gives one window, zero-padded around it. A model whose time axis is dynamic
+(symbolic, :func:`time_is_dynamic`) takes the whole recording at once: ``policy="whole"``
+(its default in :func:`decide`) computes the features of the whole recording with the spec
+widened to its length (:func:`whole_recording_spec`) and explains them in one pass, up to
+:data:`MAX_WHOLE_SECONDS` (a longer one is decided from its speech windows, with a note).
+:func:`resolve_policy` is where the policy is chosen, for :func:`decide` and the CLI.
 
 :meth:`RecordingDecision.timeline` lays features and relevance out on the recording's
 own time axis, from 0 s to its end: windows side by side for a long recording (windows
@@ -25,10 +30,14 @@ from ..audio.io import resample
 from ..audio.speech import decision_window_starts
 from ..lrp_graph.errors import InputError
 
-__all__ = ["POLICIES", "RecordingDecision", "Timeline", "decide", "decision_segments", "explain_windows"]
+__all__ = ["MAX_WHOLE_SECONDS", "POLICIES", "RecordingDecision", "Timeline", "decide", "decision_segments",
+           "explain_windows", "recording_windows", "resolve_policy", "time_is_dynamic", "whole_recording_spec"]
 
-Policy = Literal["speech", "loudest"]
-POLICIES: tuple[str, ...] = ("speech", "loudest")
+Policy = Literal["speech", "loudest", "whole"]
+POLICIES: tuple[str, ...] = ("speech", "loudest", "whole")
+#: the longest recording a model with a dynamic time axis explains in one pass (one session run holds
+#: the whole recording's features and every intermediate tensor of it in memory)
+MAX_WHOLE_SECONDS = 60.0
 
 
 @dataclass
@@ -100,10 +109,70 @@ class RecordingDecision:
         return Timeline(np.concatenate(feats, axis=1)[:, keep], np.concatenate(rels, axis=1)[:, keep], t[keep], freqs)
 
 
-def decision_segments(wave: np.ndarray, sample_rate: int, spec, policy: Policy = "speech") -> tuple[np.ndarray, list[Segment]]:
-    """(the wave at the spec's rate, the windows a decision uses) for ``policy``."""
+def time_is_dynamic(input_shape, spec) -> bool:
+    """True if a model input of per-sample shape ``input_shape`` (None: a symbolic axis) takes the
+    spec's features with a time axis (the last) of any length."""
+    shape, features = tuple(input_shape), tuple(spec.shape)
+    return (len(shape) == len(features) and shape[-1] is None
+            and all(m is None or m == f for m, f in zip(shape[:-1], features[:-1])))
+
+
+def whole_recording_spec(spec, wave: np.ndarray, sample_rate: int):
+    """``spec`` widened to the whole recording (at the spec's rate) when it is longer than the
+    spec's window, else ``spec``: its features cover the recording in one window from 0 s (the
+    log-mel spec's frame count grows with it, ``ceil(samples / hop)``, as its nominal window's)."""
+    samples = resample(_mono(wave), sample_rate, spec.sample_rate).size
+    if samples <= spec.length:
+        return spec
+    update = {"length": int(samples)}
+    if "frames" in type(spec).model_fields:
+        update["frames"] = -(-int(samples) // int(spec.hop_length))
+    return type(spec).model_validate({**spec.model_dump(), **update})
+
+
+def resolve_policy(input_shape, spec, policy: str | None, duration_s: float, *,
+                   max_whole_s: float = MAX_WHOLE_SECONDS, speech: str = "--segments speech") -> tuple[str, str | None]:
+    """(the window policy, a note for the user or None) for a recording of ``duration_s`` and a model input
+    of per-sample shape ``input_shape`` (None: a symbolic axis). ``policy`` None: ``whole`` for a model
+    whose time axis is dynamic (a recording longer than ``max_whole_s``: ``speech``, with a note), else
+    ``speech``. ``whole`` asked for needs a dynamic time axis and at most ``max_whole_s`` (else an
+    :class:`InputError` that names ``speech``, how the caller asks for speech windows); other policies
+    (``speech``, ``loudest``, the CLI's and the service's ``crop`` and ``split``) are returned as given."""
+    dynamic = time_is_dynamic(input_shape, spec)
+    if policy is None:
+        if not dynamic:
+            return "speech", None
+        if duration_s <= max_whole_s:
+            return "whole", None
+        return "speech", (f"{duration_s:.1f} s is longer than the {max_whole_s:g} s explained in one pass: "
+                          f"decided from its speech windows of {spec.window_seconds:g} s instead")
+    if policy == "whole":
+        if not dynamic:
+            shape = "(N, " + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+            raise InputError(f"a whole recording in one pass needs a model whose time axis is dynamic; this "
+                             f"model's input is {shape}: use its speech windows ({speech})")
+        if duration_s > max_whole_s:
+            raise InputError(f"the recording is {duration_s:.1f} s, longer than the {max_whole_s:g} s explained "
+                             f"in one pass: use its speech windows ({speech})")
+    return policy, None
+
+
+def recording_windows(wave: np.ndarray, sample_rate: int, spec, policy: Policy = "speech"):
+    """(the spec used: widened to the recording for ``whole``, the wave at its rate, the windows a decision
+    uses) for ``policy`` as :func:`resolve_policy` chose it (``whole`` only for a dynamic time axis)."""
     if policy not in POLICIES:
         raise InputError(f"unknown window policy {policy!r} (expected one of {', '.join(POLICIES)})")
+    if policy == "whole":
+        spec = whole_recording_spec(spec, wave, sample_rate)
+    return (spec, *_windows(wave, sample_rate, spec, policy))
+
+
+def decision_segments(wave: np.ndarray, sample_rate: int, spec, policy: Policy = "speech") -> tuple[np.ndarray, list[Segment]]:
+    """(the wave at the spec's rate, the windows a decision uses) for ``policy`` (see :func:`recording_windows`)."""
+    return recording_windows(wave, sample_rate, spec, policy)[1:]
+
+
+def _windows(wave: np.ndarray, sample_rate: int, spec, policy: str) -> tuple[np.ndarray, list[Segment]]:
     cropped = spec.segments(wave, sample_rate, policy="crop")  # also rejects empty, silent, non-finite input
     at_rate = resample(_mono(wave), sample_rate, spec.sample_rate)
     if policy == "loudest" or at_rate.size <= spec.length:
@@ -125,16 +194,20 @@ def assemble(spec, wave: np.ndarray, sample_rate: int, policy: str, segments: li
                              np.asarray(relevance))
 
 
-def decide(explainer, wave: np.ndarray, sample_rate: int, *, policy: Policy = "speech",
-           target: int | None = None) -> RecordingDecision:
+def decide(explainer, wave: np.ndarray, sample_rate: int, *, policy: Policy | None = None,
+           target: int | None = None, max_whole_s: float = MAX_WHOLE_SECONDS) -> RecordingDecision:
     """The recording's decision with ``explainer`` (an :class:`lrp_onnx.runtime.explainer.Explainer`
     whose model carries a feature spec): logits of every window, their mean, and the relevance
-    of ``target`` (default: the recording's predicted class) in every window."""
+    of ``target`` (default: the recording's predicted class) in every window. ``policy`` None:
+    ``whole`` for a model with a dynamic time axis (up to ``max_whole_s``), else ``speech``
+    (:func:`resolve_policy`)."""
     spec = explainer.metadata.feature_spec()
     if spec is None:
         raise InputError("the model has no feature metadata (lrp_onnx.features): a recording cannot be "
                          "turned into its input; export the model with lrp-onnx export")
-    at_rate, segments = decision_segments(wave, sample_rate, spec, policy)
+    duration = np.shape(wave)[0] / sample_rate
+    policy, _ = resolve_policy(explainer.input_shape, spec, policy, duration, max_whole_s=max_whole_s)
+    spec, at_rate, segments = recording_windows(wave, sample_rate, spec, policy)
     e, chosen = explain_windows(explainer, np.stack([s.features for s in segments]), target)
     return RecordingDecision(spec, at_rate, policy, segments, e.logits, chosen, e.relevance)
 

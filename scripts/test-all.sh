@@ -21,6 +21,7 @@ python -m pip install -q torch==2.13.0        # the CPU wheel; any other version
 python -m pip install -q -e '.[train,serve,ray,dev]'
 python -m pip install -q --no-deps zennit==0.5.1   # the oracle; its metadata would pull torchvision
 python -m pip install -q --no-deps tritonclient    # only its model_config protobuf definitions are used
+python -m pip install -q --no-deps "lxt==2.1"       # the AttnLRP oracle; its metadata pulls accelerate, bitsandbytes, open_clip
 
 echo "== javascript packages"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)   # onnxruntime-web, pinned by web/package-lock.json

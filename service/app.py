@@ -15,7 +15,9 @@ load its scripts from a CDN):
   Options (query string, JSON fields or form fields): ``composite``, ``target``
   (``pred``, a class index or a label), ``relevance`` (``json`` | ``npy`` | ``none``),
   ``heatmap`` (PNG, base64), ``audible`` (the recording masked by positive relevance,
-  WAV, base64), ``segments`` (``crop`` | ``split``).
+  WAV, base64), ``segments`` (``whole`` | ``speech`` | ``crop`` | ``split``). ``probabilities``
+  are the logits read as the model's info says (``probabilities``: ``softmax``, ``sigmoid`` per
+  score, or null: raw scores; :mod:`lrp_onnx.runtime.scores`).
 * ``GET /v1/examples``, ``GET /v1/examples/{name}``: example recordings, if any.
 * ``GET /v1/stats``: queue and batch statistics, resident memory.
 * ``GET /``: the viewer page (``service/static``).
@@ -26,9 +28,16 @@ token (``Authorization: Bearer``, compared in constant time) -> 401; body over
 grows past it; a body not received within ``read_timeout_s`` -> 408; malformed
 body -> 400; wrong content type -> 415; wrong shape, NaN, bad option -> 422; unknown
 model -> 404; queue full or no answer within ``timeout_s`` -> 503 with ``Retry-After``.
-Recordings longer than the model's window are cropped to their loudest window
-(``segments=crop``, the default) or split into windows (``segments=split``); a
-recording longer than ``max_audio_s`` is refused (422) before it is decoded whole.
+A model whose time axis is dynamic explains a whole recording in one pass (``segments=whole``,
+its default up to 60 s, as the CLI's). A recording longer than a fixed window is decided as a
+whole from all of its speech windows (``segments=speech``, the default: the class of the mean of
+the window logits; every window explains that class), from its loudest window
+(``segments=crop``) or window by window
+(``segments=split``); the answer's ``recording`` object gives its duration, the windows (start
+and end in seconds, label, logits) and the decision with how it was made, and ``heatmap=true``
+draws one picture over the whole recording from 0 s (a recording shorter than the window on
+its own time axis, not the padded window's). A recording longer than ``max_audio_s`` is
+refused (422) before it is decoded whole.
 
 The parts: :mod:`.schemas` (options and answers), :mod:`.served` (the models),
 :mod:`.decoding` (bodies to arrays), :mod:`.pipeline` (request to answer),

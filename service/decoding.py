@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ..lrp_graph.errors import InputError
 from ..runtime.explainer import Explainer
+from ..runtime.recordings import recording_windows, resolve_policy
 from .errors import ApiError, invalid
 from .schemas import ArrayRequest, Options
 from .served import ServedModel
@@ -28,13 +29,15 @@ MAX_TARGET_DIGITS = 9
 
 
 class Parsed:
-    """A decoded request: the batch, its options, and for recordings the segments."""
+    """A decoded request: the batch, its options, and for recordings the segments and the feature
+    spec they were computed with (for ``segments=whole``: widened to the recording)."""
 
     def __init__(self, x: np.ndarray, options: Options, target: Any = None, kind: str = "array",
                  segments: list | None = None, wave: np.ndarray | None = None, sample_rate: int | None = None,
-                 note: str | None = None):
+                 note: str | None = None, spec=None):
         self.x, self.options, self.target, self.kind = x, options, target, kind
         self.segments, self.wave, self.sample_rate, self.note = segments, wave, sample_rate, note
+        self.spec = spec
 
 
 def merge_options(options: Options, fields: dict) -> Options:
@@ -125,33 +128,57 @@ def decode_audio(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
 
 def _too_long(seconds: float, limit: float) -> ApiError:
     return ApiError(422, f"recording is {seconds:.1f} s long; this server accepts at most {limit:g} s "
-                         "(max_audio_s); within that, longer recordings than the model's window are cropped "
-                         "to their loudest window (segments=crop) or split (segments=split)")
+                         "(max_audio_s); within that, a recording longer than the model's window is explained "
+                         "whole (segments=whole, a dynamic time axis) or decided from all of its speech windows "
+                         "(segments=speech), its loudest window (segments=crop) or window by window "
+                         "(segments=split)")
 
 
 def audio_input(served: ServedModel, data: bytes, options: Options, max_seconds: float) -> Parsed:
-    """A recording to the model's input windows (cropped to the loudest, or split)."""
+    """A recording to the model's input: the whole recording in one window (``segments=whole``,
+    a model whose time axis is dynamic), its speech windows (``speech``), its loudest window
+    (``crop``) or consecutive windows (``split``); a recording no longer than the window is one
+    window, zero-padded around it. ``segments`` omitted: chosen as the CLI chooses it
+    (:func:`lrp_onnx.runtime.recordings.resolve_policy`); the options returned name the policy used."""
     if served.features is None:
         raise ApiError(422, f"model '{served.name}' has no feature metadata (lrp_onnx.features): send the "
                             "input as a JSON or .npy array")
     wave, sr = decode_audio(data, max_seconds)
-    spec = served.features
+    spec = nominal = served.features
     try:
-        segments = spec.segments(wave, sr, policy=options.segments)
+        policy, fallback = resolve_policy(served.default.input_shape, spec, options.segments, wave.size / sr,
+                                          speech="segments=speech")
+        if policy in ("whole", "speech"):
+            spec, _, segments = recording_windows(wave, sr, spec, policy)
+        else:
+            segments = spec.segments(wave, sr, policy=policy)
     except InputError as exc:
         raise ApiError(422, str(exc)) from None
     if not segments:
         raise ApiError(422, "recording holds only silence")
-    duration, note = wave.size / sr, None
-    if duration > spec.window_seconds + 1e-9:
-        if options.segments == "crop":
-            s = segments[0]
-            note = (f"recording of {duration:.2f} s cropped to its loudest {spec.window_seconds:g} s window "
-                    f"({s.start_s:.2f}-{s.end_s:.2f} s); segments=split explains it all")
-        else:
-            note = f"recording of {duration:.2f} s split into {len(segments)} windows of {spec.window_seconds:g} s"
     x = np.stack([s.features for s in segments])
-    return Parsed(x, options, options.target, "audio", segments, wave, sr, note)
+    note = " ".join(filter(None, [fallback, _audio_note(nominal, wave.size / sr, policy, segments)])) or None
+    return Parsed(x, options.model_copy(update={"segments": policy}), options.target, "audio", segments, wave, sr,
+                  note, spec)
+
+
+def _audio_note(spec, duration: float, policy: str, segments: list) -> str | None:
+    """What was done to a recording longer than the model's window (None for a shorter one)."""
+    if duration <= spec.window_seconds + 1e-9:
+        return None
+    window, n = f"{spec.window_seconds:g} s", len(segments)
+    if policy == "whole":
+        return (f"recording of {duration:.2f} s explained whole in one pass ({segments[0].features.shape[-1]} "
+                f"frames): the model's time axis is dynamic; segments=speech uses its {window} speech windows")
+    if policy == "speech":
+        return (f"recording of {duration:.2f} s decided from {n} speech window(s) of {window} (the mean of their "
+                f"logits); segments=crop uses its loudest window")
+    if policy == "crop":
+        s = segments[0]
+        return (f"recording of {duration:.2f} s cropped to its loudest {window} window "
+                f"({max(s.start_s, 0.0):.2f}-{min(s.end_s, duration):.2f} s); segments=speech decides from all of "
+                f"its speech")
+    return f"recording of {duration:.2f} s split into {n} windows of {window}"
 
 
 def decode_body(served: ServedModel, content_type: str, body: bytes, options: Options, max_seconds: float,

@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..lrp_graph.errors import InputError
 from ..runtime.batching import MicroBatcher, Overloaded
 from ..runtime.explainer import Explainer
@@ -123,7 +125,7 @@ class Pipeline:
             x = model.default.check_input(parsed.x)
         except InputError as exc:
             raise ApiError(422, str(exc)) from None
-        if len(x) > self.limits.max_batch:
+        if parsed.kind != "audio" and len(x) > self.limits.max_batch:  # a recording's windows go in chunks
             raise ApiError(422, f"the request holds {len(x)} samples; this server takes at most "
                                 f"{self.limits.max_batch} per request (max_batch)")
         parsed.x = x
@@ -145,21 +147,32 @@ class Pipeline:
             raise ApiError(503, f"no answer within {self.limits.timeout_s:g} s (timeout_s); the server is busy",
                            {"Retry-After": str(int(queue.retry_after()))}) from None
 
+    async def run_chunked(self, key, fn, *inputs, deadline: float) -> tuple:
+        """:meth:`run_job` on ``max_batch``-sized chunks of ``inputs`` (a recording's windows may be
+        more), the outputs joined again."""
+        size, n = self.limits.max_batch, len(inputs[0])
+        if n <= size:
+            return await self.run_job(key, fn, *inputs, deadline=deadline)
+        parts = await asyncio.gather(*(self.run_job(key, fn, *(a[i : i + size] for a in inputs), deadline=deadline)
+                                       for i in range(0, n, size)))
+        return tuple(np.concatenate(outputs) for outputs in zip(*parts))
+
     # -- endpoints --------------------------------------------------------------------------
     async def predict(self, name: str, request, options: Options):
         loop = asyncio.get_running_loop()
         model, parsed = await self.prepare(name, request, options)
         deadline = loop.time() + self.limits.timeout_s
         explainer = model.default
-        (logits,) = await self.run_job((model.name, "predict"), lambda x: (explainer.predict(x),), parsed.x,
-                                       deadline=deadline)
+        # jobs batch together only with samples of their shape (a dynamic time axis: recordings' lengths differ)
+        (logits,) = await self.run_chunked((model.name, "predict", parsed.x.shape[1:]),
+                                           lambda x: (explainer.predict(x),), parsed.x, deadline=deadline)
         return predict_response(model, parsed, logits)
 
     async def explain(self, name: str, request, options: Options):
         loop = asyncio.get_running_loop()
         model, parsed = await self.prepare(name, request, options)
         wanted = parsed.options
-        if wanted.heatmap and len(parsed.x) > MAX_HEATMAPS:
+        if wanted.heatmap and len(parsed.x) > MAX_HEATMAPS and not whole_recording(parsed):
             raise ApiError(422, f"heatmap=true is limited to {MAX_HEATMAPS} samples per request")
         if (wanted.heatmap or wanted.audible) and wanted.relevance == "npy":
             raise ApiError(422, "heatmap=true and audible=true need relevance=json or relevance=none")
@@ -172,11 +185,27 @@ class Pipeline:
             raise ApiError(503, f"composite '{composite}' is still being compiled; retry shortly",
                            {"Retry-After": "5"}) from None
         t = resolve_target(model, explainer, parsed.target, len(parsed.x))
-        logits, targets, relevance = await self.run_job(
-            (model.name, composite, "explain"), _explain_fn(explainer), parsed.x, t, deadline=deadline)
+        key = (model.name, composite, "explain", parsed.x.shape[1:])
+        logits, targets, relevance = await self.run_chunked(key, _explain_fn(explainer), parsed.x, t,
+                                                            deadline=deadline)
+        if parsed.kind == "audio" and parsed.options.segments in ("whole", "speech") and (t < 0).all():
+            # every window explains the recording's decision: the class of the mean of the window logits
+            chosen = int(np.argmax(logits.mean(axis=0)))
+            redo = np.flatnonzero(targets != chosen)
+            if len(redo):
+                targets, relevance = np.array(targets), np.array(relevance)
+                _, again_t, again_r = await self.run_chunked(
+                    key, _explain_fn(explainer), parsed.x[redo], np.full(len(redo), chosen, np.int64),
+                    deadline=deadline)
+                targets[redo], relevance[redo] = again_t, again_r
         limiter = "render" if wanted.heatmap or wanted.audible else "decode"
         return await self.in_thread(limiter, explain_response, model, parsed, composite, logits, targets,
                                     relevance)
+
+
+def whole_recording(parsed: Parsed) -> bool:
+    """Whether a request's heatmap is one picture of the whole recording (audio: whole, speech or crop)."""
+    return parsed.kind == "audio" and (parsed.options.segments != "split" or len(parsed.x) == 1)
 
 
 def _explain_fn(explainer: Explainer):

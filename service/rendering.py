@@ -57,15 +57,22 @@ def render_heatmap_png(relevance: np.ndarray, background: np.ndarray, axes=None,
     return buffer.getvalue()
 
 
-def heatmaps(served: ServedModel, parsed: Parsed, targets: np.ndarray, relevance: np.ndarray) -> list[str]:
-    """One base64 PNG per sample; recordings get time and frequency axes."""
+def heatmaps(served: ServedModel, parsed: Parsed, logits: np.ndarray, targets: np.ndarray,
+             relevance: np.ndarray) -> list[str]:
+    """Base64 PNGs: for a recording decided as a whole (``segments=whole``, ``speech`` or ``crop``, or a
+    single window) one picture over the whole recording from 0 s to its end (spectrogram in
+    dB, relevance, the windows marked); else one per sample, recordings with time and
+    frequency axes."""
+    whole = parsed.kind == "audio" and (parsed.options.segments != "split" or len(parsed.segments) == 1)
+    if whole and len(set(targets.tolist())) == 1:
+        return [base64.b64encode(recording_heatmap_png(served, parsed, logits, targets, relevance)).decode("ascii")]
     from ..runtime.plots import Axes
 
     images = []
     for i in range(len(relevance)):
         axes = None
-        if parsed.segments is not None and served.features is not None:
-            spec = served.features
+        if parsed.segments is not None and parsed.spec is not None:
+            spec = parsed.spec
             axes = Axes(rows=spec.frequencies(), cols=parsed.segments[i].start_s + spec.times(),
                         row_label="frequency (Hz)", col_label="time (s)")
         try:
@@ -74,6 +81,17 @@ def heatmaps(served: ServedModel, parsed: Parsed, targets: np.ndarray, relevance
             raise ApiError(422, f"heatmap=true: {exc}") from None
         images.append(base64.b64encode(png).decode("ascii"))
     return images
+
+
+def recording_heatmap_png(served: ServedModel, parsed: Parsed, logits, targets, relevance) -> bytes:
+    """The whole recording's picture (:func:`lrp_onnx.runtime.recording_plots.recording_png`)."""
+    from ..runtime.recording_plots import recording_png
+    from ..runtime.recordings import assemble
+
+    decision = assemble(parsed.spec, parsed.wave, parsed.sample_rate, parsed.options.segments,
+                        parsed.segments, logits, int(targets[0]), relevance)
+    title = f"{literal_title(served, decision.target)} (predicted {served.label(decision.prediction)})"
+    return recording_png(decision, served.labels, title=title)
 
 
 def audible_wav(parsed: Parsed, served: ServedModel, relevance: np.ndarray) -> str | None:
@@ -87,7 +105,7 @@ def audible_wav(parsed: Parsed, served: ServedModel, relevance: np.ndarray) -> s
 
     from ..runtime.audible import relevant_audio
 
-    recording = SimpleNamespace(wave=parsed.wave, sample_rate=parsed.sample_rate, spec=served.features,
+    recording = SimpleNamespace(wave=parsed.wave, sample_rate=parsed.sample_rate, spec=parsed.spec,
                                 segments=parsed.segments)
     try:
         out, sr = relevant_audio(recording, relevance)

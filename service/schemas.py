@@ -24,8 +24,12 @@ class Options(BaseModel):
     heatmap: bool = Field(False, description="add a heatmap PNG (base64) per sample")
     audible: bool = Field(False, description="recordings: add the recording masked by positive relevance "
                                              "(base64 WAV)")
-    segments: Literal["crop", "split"] = Field(
-        "crop", description="recordings longer than the model's window: loudest window, or all windows")
+    segments: Literal["whole", "speech", "crop", "split"] | None = Field(
+        None, description="recordings: a model whose time axis is dynamic explains the whole recording in one "
+                          "pass (whole; its default, up to 60 s: a longer one is decided from its speech "
+                          "windows); with a fixed window, a longer recording is decided from all of its speech "
+                          "windows (speech: the mean of the window logits; the default), from the loudest "
+                          "window (crop), or window by window (split)")
 
 
 class ArrayRequest(Options):
@@ -39,18 +43,49 @@ class SampleResult(BaseModel):
     prediction: int
     label: str
     logits: list[float | None]
-    probabilities: list[float | None]
+    probabilities: list[float | None] | None = Field(
+        None, description="the logits read as probabilities, as the model's info says (probabilities: "
+                          "softmax, or sigmoid per score); null where they are raw scores")
     target: int | None = None
     target_label: str | None = None
     relevance_sum: float | None = None
-    start_s: float | None = Field(None, description="recording time of the window's start (audio input)")
-    end_s: float | None = None
+    start_s: float | None = Field(None, description="audio input: where the part of the recording in this "
+                                                    "window starts (s from the recording's start, >= 0)")
+    end_s: float | None = Field(None, description="audio input: where it ends (<= the recording's duration)")
+
+
+class RecordingWindow(BaseModel):
+    """One window the model saw, on the recording's time axis (padding left out)."""
+
+    start_s: float
+    end_s: float
+    prediction: int
+    label: str
+    logits: list[float | None]
+
+
+class RecordingResult(BaseModel):
+    """Audio input: the recording's decision and the windows it rests on."""
+
+    duration_s: float = Field(..., description="length of the recording in seconds")
+    segments: Literal["whole", "speech", "crop", "split"] = Field(..., description="the policy used (the "
+                                                                               "default resolved)")
+    method: str = Field(..., description="how the decision was made, in words")
+    prediction: int | None = Field(None, description="the recording's class (null for segments=split)")
+    label: str | None = None
+    logits: list[float | None] | None = Field(None, description="the recording's logits: the mean of its "
+                                                                "windows' logits")
+    probabilities: list[float | None] | None = Field(None, description="the recording's logits read as "
+                                                                      "probabilities (null: raw scores)")
+    windows_agreeing: int | None = Field(None, description="windows whose own prediction is the recording's")
+    windows: list[RecordingWindow]
 
 
 class PredictResponse(BaseModel):
     model: str
     input: Literal["audio", "array"]
     samples: list[SampleResult]
+    recording: RecordingResult | None = Field(None, description="audio input: the whole-recording decision")
     note: str | None = None
 
 
@@ -58,7 +93,9 @@ class ExplainResponse(PredictResponse):
     composite: str
     relevance_shape: list[int]
     relevance: list | None = Field(None, description="shaped relevance_shape (relevance=json)")
-    heatmaps_png: list[str] | None = Field(None, description="base64 PNGs (heatmap=true)")
+    heatmaps_png: list[str] | None = Field(None, description="base64 PNGs (heatmap=true): one over the whole "
+                                                             "recording (segments=whole, speech or crop), else one per "
+                                                             "sample")
     audible_wav: str | None = Field(None, description="base64 WAV of the relevant audio, where available")
 
 
@@ -79,7 +116,7 @@ BODY_DOC = {
                 "composite": _OPTION_TEXT, "target": _OPTION_TEXT,
                 "relevance": {"type": "string", "enum": ["json", "npy", "none"]},
                 "heatmap": {"type": "boolean"}, "audible": {"type": "boolean"},
-                "segments": {"type": "string", "enum": ["crop", "split"]}}}},
+                "segments": {"type": "string", "enum": ["whole", "speech", "crop", "split"]}}}},
         },
     }
 }

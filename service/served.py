@@ -12,6 +12,7 @@ from ..lrp_graph import preset_names
 from ..lrp_graph.errors import ConfigError
 from ..runtime.explainer import Explainer
 from ..runtime.metadata import ModelMetadata, default_composite, read_metadata
+from ..runtime.scores import explainer_reading
 from .errors import ApiError
 
 
@@ -24,7 +25,9 @@ class ServedModel:
         self.default_composite = explainer.composite.name
         self.metadata: ModelMetadata = explainer.metadata
         self.features = self.metadata.feature_spec()
-        self.labels = self.metadata.labels_for(explainer.num_classes)
+        self.labels = explainer.labels  # none for a direction's one score w . y
+        #: how the logits read as probabilities: "softmax", "sigmoid" or None (:mod:`lrp_onnx.runtime.scores`)
+        self.reading = explainer_reading(explainer)
         self._explainers: OrderedDict[str, Explainer] = OrderedDict()
         self._max_composites = max(1, int(max_composites))
         self._lock = threading.Lock()
@@ -42,7 +45,7 @@ class ServedModel:
                 return self._explainers[composite]
             ex = self.default
             explainer = Explainer(ex.source, composite=composite, batch_size=ex.batch_size, options=ex.options,
-                                  providers=ex.providers)
+                                  providers=ex.providers, output=ex.output, direction=ex.direction)
             self._explainers[composite] = explainer
             while len(self._explainers) >= self._max_composites:
                 self._explainers.popitem(last=False)
@@ -63,6 +66,7 @@ class ServedModel:
             "input": {"name": ex.input_name, "shape": list(ex.input_shape), "dtype": "float32"},
             "num_classes": ex.num_classes,
             "labels": self.labels,
+            "probabilities": self.reading,
             "task": self.metadata.task,
             "composite": self.default_composite,
             "composites": sorted(set(preset_names()) | {self.default_composite}),

@@ -12,6 +12,12 @@ Tensors (batch axis ``N`` left out of ``dims``, as Triton wants with ``max_batch
 and the outputs ``logits`` FP32 [C], ``targets`` INT64, ``relevance`` FP32 (input shape).
 The per-sample scalars ``target``/``targets`` are declared as ``dims: [1]`` with
 ``reshape: { shape: [] }``, Triton's way of mapping [N, 1] requests onto the model's [N].
+
+``logits`` are the scores before a final Softmax or Sigmoid the compiler stripped (Triton's
+classification extension ranks them, which their order allows). How a client reads them as
+probabilities is written as the model parameter ``lrp_onnx.probabilities``: ``softmax``,
+``sigmoid`` (per score) or ``none`` (raw scores), decided by :mod:`lrp_onnx.runtime.scores`, as the
+HTTP service decides it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import onnx
 from ..lrp_graph.errors import InputError, ModelError
 from ..runtime.io import atomic_write
 from ..runtime.metadata import read_metadata
+from ..runtime.scores import metadata_reading
 
 __all__ = [
     "add_triton_args",
@@ -105,6 +112,8 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch: int = 16, *, max
             "output [\n" + ",\n".join(entry(t, labels and t[0] == "logits") for t in outputs) + "\n]"]
     if batched:
         text.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n}}")
+    reading = metadata_reading({p.key: p.value for p in model.metadata_props}) or "none"
+    text.append(f'parameters {{\n  key: "lrp_onnx.probabilities"\n  value: {{ string_value: "{reading}" }}\n}}')
     return "\n".join(text) + "\n"
 
 

@@ -37,28 +37,80 @@ SHORTCUT_BAND = (3000.0, 3500.0)
 
 def evaluate(model: str | Path, run_dir: str | Path, *, flip_windows: int = 160, synth_limit: int = 600,
              threads: int | None = None, composite=None) -> dict:
-    """The numbers of the real-speech section (JSON-ready); see the module docstring."""
-    from ..runtime.explainer import Explainer
-
-    split = json.loads((Path(run_dir) / "split.json").read_text())["split"]
+    """The numbers of the real-speech section (JSON-ready) for a model trained by the run in
+    ``run_dir``, on the held-out test speakers of its split.json; see the module docstring."""
+    split = read_split(run_dir)
     folders = split.get("folders") or []
     real = [f for f in folders if is_real_speech_corpus(f["data"])]
     if not real:
         raise InputError(f"{run_dir}: this run was not trained with a real-speech folder")
+    synth = [f for f in folders if not is_real_speech_corpus(f["data"])]
+    synthetic = (synth[0]["data"], synth[0]["files"]["test"]) if synth else None
+    return evaluate_files(model, real[0]["data"], [Path(p) for p in real[0]["files"]["test"]], synthetic=synthetic,
+                          flip_windows=flip_windows, synth_limit=synth_limit, threads=threads, composite=composite)
+
+
+def evaluate_files(model: str | Path, real_dir: str | Path, real_files: list[Path], *, synthetic=None,
+                   flip_windows: int = 160, synth_limit: int = 600, threads: int | None = None,
+                   composite=None, held_out: str = "test speakers of the model's training split") -> dict:
+    """The section's numbers for ``real_files`` (recordings of ``real_dir``, whose manifest gives
+    their gender) and, if given, ``synthetic`` = (an AudioMNIST-layout folder, its test files)."""
+    from ..runtime.explainer import Explainer
+
+    if not real_files:
+        raise InputError(f"{real_dir}: no held-out real recordings to evaluate")
     ex = Explainer(model, threads=threads, **({"composite": composite} if composite else {}))
-    result = {"model": str(model), "composite": ex.composite.name, "real": _real(ex, real[0])}
+    genders = {str(u.path.name): u.gender for u in read_real_speech(real_dir)}
+    result = {"model": str(model), "composite": ex.composite.name, "held_out": held_out,
+              "real": _real(ex, real_files, genders)}
     windows = result["real"].pop("_windows")
     result["flip"] = _flip(ex, *windows, flip_windows)
-    synth = [f for f in folders if not is_real_speech_corpus(f["data"])]
-    if synth:
-        result["synthetic"] = _synthetic(ex, synth[0], synth_limit)
+    if synthetic is not None:
+        result["synthetic"] = _synthetic(ex, *synthetic, synth_limit)
     result["shortcut"] = _shortcut_verdict(result)
     return result
 
 
-def _real(ex, folder: dict) -> dict:
-    genders = {str(u.path.name): u.gender for u in read_real_speech(folder["data"])}
-    files = [Path(p) for p in folder["files"]["test"]]
+def read_split(path: str | Path) -> dict:
+    """The ``split`` of a training run's split.json (``path``: the file or its run folder)."""
+    path = Path(path)
+    file = path / "split.json" if path.is_dir() else path
+    try:
+        return json.loads(file.read_text())["split"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{file}: not a training run's split.json ({type(exc).__name__})") from None
+
+
+def real_split_files(split: dict, part: str) -> list[str] | None:
+    """File names of the real-speech folder's ``part`` (train, val, test) in a split; None when
+    the run had no real-speech folder."""
+    for folder in split.get("folders") or []:
+        if is_real_folder(folder):
+            return [Path(p).name for p in folder["files"].get(part, [])]
+    return None
+
+
+def is_real_folder(folder: dict) -> bool:
+    """Whether a folder of a mixed split is the real-speech one (by its manifest; where the folder
+    is not here any more, by its split method: real speech is split by speaker or in time)."""
+    data = Path(folder.get("data", ""))
+    return is_real_speech_corpus(data) if data.is_dir() else folder.get("method") in ("speaker", "time")
+
+
+def held_out_recordings(real_dir: str | Path, names: list[str] | None) -> list[Path]:
+    """The recordings of ``real_dir`` named ``names`` (the held-out part of a split, which may
+    have been made where the folder lay elsewhere), or all of them when ``names`` is None."""
+    listed = {u.path.name: u.path for u in read_real_speech(real_dir)}
+    if names is None:
+        return sorted(listed.values())
+    missing = [n for n in names if n not in listed]
+    if missing:
+        raise InputError(f"{real_dir}: {len(missing)} held-out recording(s) of the split are not in its manifest "
+                         f"(first: {missing[0]}); give the folder the split was made from")
+    return [listed[n] for n in names]
+
+
+def _real(ex, files: list[Path], genders: dict) -> dict:
     windows, correct_w, correct_r, xs, ys, rel_sum = {g: 0 for g in GENDER_LABELS}, {}, {}, [], [], {}
     per_speaker = []
     for path in files:
@@ -84,11 +136,12 @@ def _real(ex, folder: dict) -> dict:
             "_windows": (np.stack(xs), np.asarray(ys, dtype=np.int64))}
 
 
-def _synthetic(ex, folder: dict, limit: int) -> dict:
+def _synthetic(ex, root: str | Path, files: list, limit: int) -> dict:
     spec = ex.metadata.feature_spec()
-    gender = {str(u.path): u.gender for u in read_audiomnist(folder["data"])}
-    voices = {str(u.path): u.base_voice for u in read_audiomnist(folder["data"])}
-    files = folder["files"]["test"]
+    utterances = read_audiomnist(root)
+    gender = {str(Path(u.path).resolve()): u.gender for u in utterances}
+    voices = {str(Path(u.path).resolve()): u.base_voice for u in utterances}
+    files = [str(Path(p).resolve()) for p in files]
     rng = np.random.default_rng(0)
     files = [files[i] for i in sorted(rng.permutation(len(files))[:limit])]
     x = np.stack([spec.from_file(p) for p in files])
@@ -152,9 +205,10 @@ def _shortcut_verdict(result: dict) -> dict:
 def render(r: dict) -> str:
     """The section as Markdown."""
     real, flip = r["real"], r["flip"]
-    intro = (f"Model `{Path(r['model']).name}`, composite `{r['composite']}`. Test speakers: "
-             f"{real['speakers'].get('female', 0)} female, {real['speakers'].get('male', 0)} male, never heard in "
-             f"training (split by speaker); {sum(real['windows'].values())} speech windows of 1 s.")
+    held = r.get("held_out", "test speakers of the model's training split")
+    intro = (f"Model `{Path(r['model']).name}`, composite `{r['composite']}`. Held-out real speakers, never heard "
+             f"in training ({held}): {real['speakers'].get('female', 0)} female, {real['speakers'].get('male', 0)} "
+             f"male; {sum(real['windows'].values())} speech windows of 1 s.")
     lines = ["## Real speech: held-out LibriSpeech speakers", "", intro, "",
              "| | female | male | balanced |", "|---|---|---|---|",
              _row("real, per 1 s window", real["window_accuracy"], real["window_balanced_accuracy"]),
@@ -173,8 +227,9 @@ def render(r: dict) -> str:
     sources = [(src, g) for src in ("real", "synthetic") for g in GENDER_LABELS
                if g in (r["real"] if src == "real" else r.get("synthetic", {})).get("bands", {})]
     lines.append("|---" * (len(sources) + 1) + "|")
-    for band in (real["bands"][sources[0][1]] if sources else []):
-        cells = [_pct((r["real"] if s == "real" else r["synthetic"])["bands"][g].get(band, 0.0)) for s, g in sources]
+    bands_of = {src: (r["real"] if src == "real" else r.get("synthetic", {})).get("bands", {}) for src, _ in sources}
+    for band in (bands_of[sources[0][0]][sources[0][1]] if sources else []):
+        cells = [_pct(bands_of[s][g].get(band, 0.0)) for s, g in sources]
         lines.append(f"| {band} | " + " | ".join(cells) + " |")
     v = r["shortcut"]
     lines += ["", f"The {v['band']} Hz band holds " + ", ".join(f"{_pct(s)} ({g})" for g, s in v["real_share"].items())

@@ -199,7 +199,7 @@ def _closing_sections(add, r: dict) -> None:
 def _command(r: dict) -> str:
     st = r["settings"]
     parts = ["lrp-onnx reproduce -o OUT_DIR", f"--budget {st['budget']}"]
-    for key in ("data", "speaker_data", "gender_run", "speaker_run"):
+    for key in ("data", "speaker_data", "gender_run", "speaker_run", "real_speech", "real_split"):
         if st.get(key):
             parts.append(f"--{key.replace('_', '-')} {st[key]}")
     if not st.get("data") and not st.get("gender_run"):

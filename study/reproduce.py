@@ -12,7 +12,11 @@ a stage with a record is not run again, and long stages resume inside themselves
    (``train --init``), export, and flipping it again: Table 1 and Figure 6;
 5. the ResNet speaker-ID model explained with LRP-0, LRP-0 + epsilon 0.5 and
    LRP-0 + epsilon + gamma 5 (``paper-resnet``): Figures 7-12;
-6. ``results.json`` and ``report.md`` (see :mod:`lrp_onnx.study.report`).
+6. with ``--real-speech DIR``: the gender AlexNet is trained on the digits corpus and the
+   real recordings of DIR together (``train --data DIGITS:DIR``, real speech split by speaker),
+   and evaluated on held-out real speakers (:mod:`lrp_onnx.study.real_speech`; the test
+   speakers of ``--real-split SPLIT.json`` if given, else those of the model's own run);
+7. ``results.json`` and ``report.md`` (see :mod:`lrp_onnx.study.report`).
 
 Training and export need torch: they run as ``python -m lrp_onnx.cli``
 subprocesses, so this module (and the runtime) never imports torch.
@@ -38,6 +42,7 @@ from .stages import (
     export_stage,
     features_stage,
     flip_stage,
+    real_speech_stage,
     recording_data,
     split_files,
     train_stage,
@@ -80,16 +85,21 @@ class Budget:
     steps: str = "0:1:0.1,1:10:1"
     random_repeats: int = 3
     batch_size: int = 32
+    real_limit: int | None = None                    # held-out real recordings evaluated (half per gender)
+    real_flip_windows: int = 160                     # real test windows flipped
+    real_synth_limit: int = 600                      # synthetic test utterances beside them
 
 
 BUDGETS = {
     "tiny": Budget("tiny", digits={"speakers": 8, "female": 4, "reps": 2}, speakers={"speakers": 4, "female": 2, "reps": 6},
                    gender_epochs=1, augment_epochs=1, speaker_epochs=1, speaker_width=8, test_limit=12,
-                   speaker_test_limit=8, steps="0,0.5,1,5,10", random_repeats=2, batch_size=8),
+                   speaker_test_limit=8, steps="0,0.5,1,5,10", random_repeats=2, batch_size=8,
+                   real_limit=4, real_flip_windows=8, real_synth_limit=8),
     "quick": Budget("quick", digits={"speakers": 16, "female": 8, "reps": 3},
                     speakers={"speakers": 8, "female": 4, "reps": 16},
                     gender_epochs=8, augment_epochs=1, speaker_epochs=10, speaker_width=8, speaker_stem_stride=2,
-                    test_limit=64, speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16),
+                    test_limit=64, speaker_test_limit=32, steps="0:1:0.25,2:10:2", random_repeats=2, batch_size=16,
+                    real_limit=40, real_flip_windows=80, real_synth_limit=200),
     "full": Budget("full", digits={"speakers": 60, "female": 30, "reps": 20},
                    speakers={"speakers": 40, "female": 20, "reps": 40},
                    gender_epochs=12, gender_epoch_size=2000, augment_epochs=3, augment_epoch_size=2000, augment_limit=3000,
@@ -175,21 +185,27 @@ def _check_settings(out: Path, settings: dict) -> None:
 def run_reproduce(args) -> int:
     out = Path(args.out_dir)
     budget = BUDGETS[args.budget]
-    for option in ("data", "speaker_data", "gender_run", "speaker_run"):
+    for option in ("data", "speaker_data", "gender_run", "speaker_run", "real_speech", "real_split"):
         value = getattr(args, option, None)
         if value and not Path(value).exists():
-            raise InputError(f"--{option.replace('_', '-')} {value}: no such folder")
+            raise InputError(f"--{option.replace('_', '-')} {value}: no such {'file' if option == 'real_split' else 'folder'}")
+    _check_real_options(args)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     settings = {"budget": budget.name, "data": _abs(args.data), "speaker_data": _abs(args.speaker_data),
                 "gender_run": _abs(args.gender_run), "speaker_run": _abs(args.speaker_run),
-                "skip_speaker": bool(args.skip_speaker)}
+                "skip_speaker": bool(args.skip_speaker), "real_speech": _abs(getattr(args, "real_speech", None)),
+                "real_split": _abs(getattr(args, "real_split", None))}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
     pipe = Pipeline(out, settings, progress=not args.no_progress, threads=args.threads)
     started = time.perf_counter()
     results = {"budget": asdict(budget), "settings": settings, "machine": _machine()}
     results["gender"] = gender_experiments(pipe, budget, args)
+    if settings["real_speech"]:
+        results["real_speech"] = real_speech_stage(pipe, budget, out / results["gender"]["models"]["gender"],
+                                                   results["gender"]["train"]["run"], settings["real_speech"],
+                                                   settings["real_split"], GENDER_COMPOSITE)
     if not args.skip_speaker:
         results["speaker"] = speaker_experiments(pipe, budget, args)
     results["stages"] = {name: {"seconds": r.get("seconds"), "finished": r.get("finished"), "load": r.get("load")}
@@ -203,6 +219,17 @@ def run_reproduce(args) -> int:
     print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
           f"({results['seconds_all_stages'] / 60:.1f} min of stages)")
     return 0
+
+
+def _check_real_options(args) -> None:
+    """``--real-speech DIR`` must be a real-speech folder (manifest.csv); ``--real-split`` needs it."""
+    from ..audio.corpora import is_real_speech_corpus
+
+    real, split = getattr(args, "real_speech", None), getattr(args, "real_split", None)
+    if real and not is_real_speech_corpus(real):
+        raise InputError(f"--real-speech {real}: not a real-speech folder (no manifest.csv with file,speaker,gender)")
+    if split and not real:
+        raise InputError("--real-split needs --real-speech DIR (the folder its recordings are in)")
 
 
 def _abs(path) -> str | None:
@@ -230,7 +257,9 @@ def gender_experiments(pipe: Pipeline, budget: Budget, args) -> dict:
                                                       "reused_run": train["run"], **_corpus_counts(root, "digits")})
     else:
         corpus = corpus_stage(pipe, "digits", args.data, budget.digits)
-        argv = ["alexnet", "--data", corpus["path"], "--task", "gender", "--epochs", budget.gender_epochs]
+        real = getattr(args, "real_speech", None)  # trained with real speech too, split by speaker
+        data = corpus["path"] + (os.pathsep + str(Path(real).resolve()) if real else "")
+        argv = ["alexnet", "--data", data, "--task", "gender", "--epochs", budget.gender_epochs]
         if budget.gender_limit:
             argv += ["--limit", budget.gender_limit]
         if budget.gender_epoch_size:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..lrp_graph.errors import InputError
+from ..runtime.io import write_text
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .reproduce import Budget, Pipeline
@@ -94,12 +95,19 @@ def export_stage(pipe: Pipeline, name: str, run_dir: str) -> Path:
 
 
 def split_files(run_dir: str | Path) -> tuple[dict[str, list[Path]], Path]:
-    """The train/val/test recordings a run was trained on (from its split.json)."""
+    """The train/val/test recordings a run was trained on (from its split.json); for a run that
+    mixed corpora (``train --data SYNTH:REAL``), those of its synthetic (AudioMNIST-layout) folder."""
     split = _read_json(Path(run_dir) / "split.json").get("split", {})
-    files = split.get("files")
+    files, root = split.get("files"), split.get("data", ".")
+    from .real_speech import is_real_folder
+
+    for folder in split.get("folders") or []:
+        if not is_real_folder(folder):
+            files, root = folder.get("files"), folder.get("data", ".")
+            break
     if not files:
         raise InputError(f"{run_dir}/split.json lists no files: cannot tell the run's test recordings")
-    root = Path(split.get("data", "."))
+    root = Path(root)
     return {part: [_locate(p, root) for p in files.get(part, [])] for part in ("train", "val", "test")}, root
 
 
@@ -176,3 +184,68 @@ def flip_stage(pipe: Pipeline, name: str, model: Path, npz: Path, composite, bud
 
 
 # --------------------------------------------------------------------------- the gender study
+
+
+# --------------------------------------------------------------------------- real speech
+
+
+def real_speech_stage(pipe: Pipeline, budget: Budget, model: Path, run_dir: str, real_dir: str,
+                      real_split: str | None, composite) -> dict:
+    """The real-speech section (:mod:`lrp_onnx.study.real_speech`): the gender model on held-out
+    real speakers of ``real_dir``: those of ``real_split`` (a split.json) if given, else the test
+    speakers of the model's own run if it trained with real speech, else every speaker (a model
+    trained on synthetic speech only never heard any). A class-balanced ``budget.real_limit``
+    of them; the synthetic test voices of the run beside them."""
+    results = (pipe.out / "results" / "real-speech.json").resolve()
+
+    def run():
+        from .real_speech import evaluate_files
+
+        files, held_out = held_out_real(run_dir, real_dir, real_split)
+        files = _balanced_recordings(real_dir, files, budget.real_limit)
+        synth_files, synth_root = split_files(run_dir)
+        result = evaluate_files(model, real_dir, files, synthetic=(synth_root, synth_files["test"]),
+                                flip_windows=budget.real_flip_windows, synth_limit=budget.real_synth_limit,
+                                threads=pipe.threads, composite=composite, held_out=held_out)
+        result["model"] = pipe.rel(model)
+        write_text(results, json.dumps(result, indent=2) + "\n")
+        return {"results": str(results), "recordings": len(files)}
+
+    pipe.stage("real-speech", run, outputs=(results,))
+    return json.loads(results.read_text())
+
+
+def held_out_real(run_dir: str, real_dir: str, real_split: str | None) -> tuple[list[Path], str]:
+    """(the held-out recordings of ``real_dir``, how they were chosen); refuses a ``real_split``
+    whose test speakers the model's run heard in training or validation."""
+    from ..audio.corpora import read_real_speech
+    from .real_speech import held_out_recordings, read_split, real_split_files
+
+    own = read_split(run_dir)
+    if real_split:
+        names = real_split_files(read_split(real_split), "test")
+        if names is None:
+            raise InputError(f"--real-split {real_split}: that run was not trained with a real-speech folder")
+        speaker = {u.path.name: u.speaker for u in read_real_speech(real_dir)}
+        heard = {speaker.get(n) for n in (real_split_files(own, "train") or []) + (real_split_files(own, "val") or [])}
+        overlap = sorted({speaker.get(n) for n in names} & heard - {None})
+        if overlap:
+            raise InputError(f"--real-split {real_split}: {len(overlap)} of its test speakers (first: {overlap[0]}) "
+                             f"were heard in training or validation by the model of {run_dir}")
+        return held_out_recordings(real_dir, names), f"test speakers of `{Path(real_split).name}`"
+    names = real_split_files(own, "test")
+    if names is not None:
+        return held_out_recordings(real_dir, names), "test speakers of the model's training split"
+    return held_out_recordings(real_dir, None), "every speaker of the folder (the model never heard real speech)"
+
+
+def _balanced_recordings(real_dir: str, files: list[Path], limit: int | None) -> list[Path]:
+    """At most ``limit`` of ``files``, half of each gender (the first by name)."""
+    if not limit or len(files) <= limit:
+        return files
+    from ..audio.corpora import read_real_speech
+
+    gender = {u.path.name: u.gender for u in read_real_speech(real_dir)}
+    by_name = sorted(files, key=lambda p: p.name)
+    keep = [p for g in ("female", "male") for p in [p for p in by_name if gender[p.name] == g][: limit // 2]]
+    return sorted(keep, key=lambda p: p.name)

@@ -74,7 +74,7 @@ def test_heatmap_colours_and_orientation(cli, tmp_path, build_model):
     path = tmp_path / "m.onnx"
     onnx.save(labelled_gemm(build_model), str(path))
     np.save(tmp_path / "x.npy", np.ones((8, 8), np.float32))
-    res = cli("explain", path, tmp_path / "x.npy", "--target", "1", "--plot", tmp_path / "h.png", "--json")
+    res = cli("explain", path, tmp_path / "x.npy", "--target", "1", "--plot", tmp_path / "h.png", "--plot-kind", "spectrogram", "--json")
     assert res.rc == 0, res.err
     row = json.loads(res.out)
     assert (row["label"], row["target_label"]) == ("high", "high")

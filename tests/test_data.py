@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import soundfile
 from _data_fixtures import STUDY_FEMALE, STUDY_MALE, burst, write_audiomnist
@@ -19,6 +20,9 @@ from lrp_onnx.audio.corpora import (
     utterance_split,
     voice_split,
 )
+
+from lrp_onnx.audio.features import LogMelSpec
+from lrp_onnx.models.speech_mix import ConcatSet, WindowSet, time_split_items
 
 STUDY_SPEAKERS = {**{s: "female" for s in STUDY_FEMALE}, **{s: "male" for s in STUDY_MALE}}
 
@@ -204,3 +208,60 @@ def test_read_audiomnist_picks_up_base_voices(tmp_path):
     (root / "synth_manifest.json").write_text("{broken")
     with pytest.raises(InputError, match="broken manifest"):
         read_audiomnist(root)
+
+
+# ----------------------------------------------------------------------------- speaker ID: split in time
+
+
+def _syllables(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
+    """Noise bursts with short quiet gaps (0.1 s every 0.5 s): mostly 'speech' to the detector."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return np.where((t % 0.5) < 0.4, 0.1, 0.001) * rng.standard_normal(t.size)
+
+
+def _waves(seconds, sample_rate):
+    lengths = np.asarray([int(s * sample_rate) for s in seconds])
+    waves = np.zeros((len(seconds), lengths.max()))
+    for r, s in enumerate(seconds):
+        waves[r, : lengths[r]] = _syllables(s, sample_rate, r)
+    return waves, lengths
+
+
+def test_time_split_keeps_each_recordings_parts_apart():
+    sr, window, fractions = 8000, 16000, (0.6, 0.15, 0.25)
+    waves, lengths = _waves([10.0, 4.0, 2.5], sr)
+    parts = time_split_items(waves, lengths, np.asarray([0, 1, 2]), sr, window, fractions)
+    for p, (records, starts, bounds, labels) in enumerate(parts):
+        assert np.array_equal(labels, records)  # label r for recording r
+        for r, start, (lo, hi) in zip(records, starts, bounds):
+            edges = np.round(np.cumsum([0.0, *fractions]) * lengths[r]).astype(int)
+            assert (lo, hi) == (edges[p], edges[p + 1])  # the item stays within its own part
+            if p == 0:
+                assert start == -1  # a random speech window, drawn per epoch
+            else:
+                assert lo <= start and (start + window <= hi or start == lo)
+    train, val, test = parts
+    assert set(train[0]) == {0, 1, 2} and np.sum(train[0] == 0) >= 3 * 3  # REAL_REPEAT x 6 s / 2 s
+    # held-out windows half a window apart; 2.5 s x 15 % (0.38 s) or 25 % (0.63 s) is under 1 s: no window
+    assert np.array_equal(np.diff(test[1][test[0] == 0]), np.full(np.sum(test[0] == 0) - 1, window // 2))
+    assert set(test[0]) == {0, 1} and set(val[0]) == {0}
+
+
+def test_window_samples_never_leave_their_bounds():
+    sr, window = 8000, 16000
+    marks = np.arange(1, 80001, dtype=np.float64)[None] * np.ones((2, 1))  # sample i holds i + 1
+    lengths = np.asarray([80000, 80000])
+    spec = LogMelSpec(sample_rate=sr, length=window, frames=100, f_max=4000.0)
+    bounds = np.asarray([(0, 48000), (48000, 60000), (60000, 70000), (70000, 80000)])
+    items = WindowSet(marks, lengths, [0, 0, 1, 1], [-1, 48000, 60000, 79000], bounds, [0, 0, 1, 1], spec, ["a", "b"])
+    rng = np.random.default_rng(0)
+    for k, (lo, hi) in enumerate(bounds):
+        for draw in (None, rng, rng):
+            got = items.window_samples(k, draw)
+            used = got[got > 0] - 1
+            assert used.size == min(window, hi - lo) and used.min() >= lo and used.max() < hi
+    mosaic = items.mosaic_samples(0, rng) - 1  # pieces from all over the first item's range
+    assert mosaic.min() >= 0 and mosaic.max() < 48000 and np.all(np.diff(mosaic)[:1999] == 1)
+    joined = ConcatSet([items, items])
+    assert np.array_equal(joined.groups, [0, 0, 1, 1, 2, 2, 3, 3])  # per set, recordings stay apart

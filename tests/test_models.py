@@ -49,6 +49,12 @@ def test_resnet_has_resnet34_blocks_and_returns_logits(pooling, width):
     assert model(torch.randn(2, 1, 64, 120)).shape == (2, 7)  # any number of frames
 
 
+def test_resnet_pools_statistics_by_default():
+    model = SpeakerResNet(num_classes=3, n_mels=64, width=2, embedding_dim=4)
+    assert model.pool.mode == "stats"
+    assert model.embedding[0].in_features == 2 * 8 * 2 * 8  # [mean, std] x 8w channels x 64 / 8 bands
+
+
 def test_basic_block_has_torchvision_attributes_and_forward():
     block = BasicBlock(4, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(4, 8, 1, 2, bias=False), nn.BatchNorm2d(8)))
     for name in ("conv1", "bn1", "relu", "conv2", "bn2", "downsample", "stride"):

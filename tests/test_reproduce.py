@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 import soundfile
 
+import lrp_onnx
 from lrp_onnx.cli.main import main
+from lrp_onnx.lrp_graph.errors import InputError
 
 pytest.importorskip("torch")
 
 SR = 16000
+REAL = Path(lrp_onnx.__file__).resolve().parent.parent / "shared" / "real-speech" / "librispeech-train"
+needs_real = pytest.mark.skipif(not (REAL / "manifest.csv").is_file(),
+                                reason=f"real speech not found at {REAL} (CI keeps ../shared beside the checkout)")
 
 
 def voiced(f0: float, seconds: float, seed: int) -> np.ndarray:
@@ -99,3 +104,70 @@ def test_reproduce_tiny_runs_every_stage_and_resumes(corpora, tmp_path, capsys):
     # other settings in the same OUT_DIR are refused
     assert main(["reproduce", str(out), "--data", str(digits), "--budget", "quick"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def write_real_subset(root: Path, n_per_gender: int = 4, seconds: float = 3.0) -> Path:
+    """A real-speech folder: the first ``seconds`` of the recordings of ``n_per_gender`` speakers per gender."""
+    import csv
+
+    with open(REAL / "manifest.csv", newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["speaker"]))
+    rows = [r for g in ("female", "male") for r in [r for r in rows if r["gender"] == g][:n_per_gender]]
+    root.mkdir(parents=True)
+    for r in rows:
+        wave, sr = soundfile.read(REAL / r["file"], dtype="float32")
+        soundfile.write(root / r["file"], wave[: int(seconds * sr)], sr)
+    lines = ["file,speaker,gender,seconds"] + [f"{r['file']},{r['speaker']},{r['gender']},{seconds}" for r in rows]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.slow
+@needs_real
+def test_reproduce_with_real_speech_reports_held_out_speakers(corpora, tmp_path, capsys):
+    digits, _ = corpora
+    real = write_real_subset(tmp_path / "real")
+    out = tmp_path / "study"
+    argv = ["reproduce", "-o", str(out), "--data", str(digits), "--budget", "tiny", "--skip-speaker",
+            "--real-speech", str(real), "--threads", "2", "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    r = results["real_speech"]
+    # the gender model trained on digits and real speech; evaluated on its own held-out real speakers
+    run = Path(results["gender"]["train"]["run"])
+    folders = json.loads((run / "split.json").read_text())["split"]["folders"]
+    real_folder = next(f for f in folders if Path(f["data"]).name == "real")
+    test = {Path(p).name for p in real_folder["files"]["test"]}
+    trained = {Path(p).name for p in real_folder["files"]["train"] + real_folder["files"]["val"]}
+    assert test and not test & trained
+    assert {row["file"] for row in r["real"]["per_recording"]} == test
+    assert r["held_out"] == "test speakers of the model's training split" and r["composite"] == "paper-alexnet"
+    assert results["gender"]["split"]["test"] > 0  # the study's figures: the synthetic part of the split
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Real speech"):]
+    assert f"{100 * r['real']['recording_balanced_accuracy']:.1f} %" in section
+    assert f"{100 * r['real']['window_balanced_accuracy']:.1f} %" in section
+    assert "| 3000-3500 |" in section and "synthetic" in section
+    assert ("The 3-3.5 kHz shortcut is gone." in section) != ("The 3-3.5 kHz band still stands out." in section)
+    assert "--real-speech" in report  # the command that regenerates it
+    ratio = r["flip"]["ratio"].get("0-10")
+    assert ratio is None or f"{ratio:.3f}" in section
+    assert r["flip"]["windows"] > 0 and set(r["real"]["recording_accuracy"]) <= {"female", "male"}
+
+    # --real-split: the held-out speakers of another split; refused where the model heard one of them
+    from lrp_onnx.study.stages import held_out_real
+
+    def split_file(name: str, test_files: list[str]) -> Path:
+        folder = {"data": str(real), "method": "speaker", "files": {"train": [], "val": [], "test": test_files}}
+        path = tmp_path / name
+        path.write_text(json.dumps({"split": {"method": "mix", "folders": [folder]}}))
+        return path
+
+    files, how = held_out_real(str(run), str(real), str(split_file("same.json", sorted(test))))
+    assert {p.name for p in files} == test and "same.json" in how
+    with pytest.raises(InputError, match="were heard in training"):
+        held_out_real(str(run), str(real), str(split_file("heard.json", sorted(trained)[:1])))
+    assert main(["reproduce", "-o", str(tmp_path / "x"), "--budget", "tiny", "--real-split", str(run / "split.json")]) == 2
+    assert "--real-split needs --real-speech" in capsys.readouterr().err
+    assert main(["reproduce", "-o", str(tmp_path / "x"), "--budget", "tiny", "--real-speech", str(digits)]) == 2
+    assert "not a real-speech folder" in capsys.readouterr().err

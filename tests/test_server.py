@@ -135,7 +135,9 @@ def test_explain_wav_upload_matches_explainer(client, models, examples):
     assert sample["target"] == sample["prediction"]
     np.testing.assert_allclose(sample["logits"], e.logits[0], rtol=1e-5, atol=1e-6)
     assert abs(sum(sample["probabilities"]) - 1) < 1e-9
-    assert sample["start_s"] < 0 < sample["end_s"]  # 0.6 s centred in the 1 s window
+    assert sample["start_s"] == 0.0 and sample["end_s"] == pytest.approx(0.6)  # the recording's own time axis
+    assert body["recording"]["duration_s"] == pytest.approx(0.6) and body["recording"]["prediction"] == \
+        sample["prediction"] and len(body["heatmaps_png"]) == 1
     assert body["relevance_shape"] == [1, 1, 227, 227]
     np.testing.assert_allclose(np.array(body["relevance"], np.float32), e.relevance, rtol=1e-4, atol=1e-7)
     png = base64.b64decode(body["heatmaps_png"][0])
@@ -199,10 +201,19 @@ def test_target_by_label_and_other_composite(client, models, wav_bytes):
     assert client.get("/v1/stats").json()["composites"]["gender"] == ["epsilon-plus", "epsilon"]
 
 
-def test_long_recording_is_cropped_or_split(client, tmp_path):
+def test_long_recording_is_decided_from_its_speech_cropped_or_split(client, tmp_path):
     wave = np.concatenate([voice(1.0, 200, 8000, seed=4), np.zeros(4000, np.float32), voice(1.0, 120, 8000, 5)])
     data = write_wav(tmp_path / "long.wav", wave, 8000).read_bytes()
     r = client.post("/v1/models/gender/explain", params={"relevance": "none"}, content=data,
+                    headers={"content-type": "audio/wav"})
+    body = r.json()
+    assert r.status_code == 200 and "decided from" in body["note"] and body["recording"]["segments"] == "speech"
+    windows = body["recording"]["windows"]
+    assert len(body["samples"]) == len(windows) >= 1 and all(w["end_s"] - w["start_s"] == 1.0 for w in windows)
+    mean = np.mean([w["logits"] for w in windows], axis=0)
+    assert body["recording"]["prediction"] == int(np.argmax(mean))
+    assert {s["target"] for s in body["samples"]} == {body["recording"]["prediction"]}
+    r = client.post("/v1/models/gender/explain", params={"relevance": "none", "segments": "crop"}, content=data,
                     headers={"content-type": "audio/wav"})
     body = r.json()
     assert r.status_code == 200 and len(body["samples"]) == 1
@@ -213,6 +224,7 @@ def test_long_recording_is_cropped_or_split(client, tmp_path):
     body = r.json()
     assert r.status_code == 200 and len(body["samples"]) == 3 and "split into 3 windows" in body["note"]
     assert [s["start_s"] for s in body["samples"]] == [0.0, 1.0, 2.0]
+    assert body["samples"][-1]["end_s"] == 2.5 and body["recording"]["prediction"] is None
 
 
 def test_examples_viewer_page_and_openapi(url, client):

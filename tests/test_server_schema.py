@@ -143,7 +143,7 @@ def test_random_options_on_valid_input_never_answer_5xx(api_url):
                             st.integers(-3, 12).map(str), text,
                             st.text(st.characters(categories=["No"]), min_size=1, max_size=3)),
         "relevance": st.sampled_from(["json", "npy", "none"]),
-        "heatmap": st.booleans(), "audible": st.booleans(), "segments": st.sampled_from(["crop", "split"])})
+        "heatmap": st.booleans(), "audible": st.booleans(), "segments": st.sampled_from(["speech", "crop", "split"])})
 
     with httpx.Client(base_url=api_url, headers=AUTH, timeout=60) as client:
         @given(n=st.integers(1, 3), seed=st.integers(0, 2**16), params=options)

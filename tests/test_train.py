@@ -127,14 +127,16 @@ def test_resnet_trains_one_epoch_on_a_speaker_corpus(speakers, tmp_path, cli_pro
                  "--no-progress"), 0)
     best = load_checkpoint(run / "best.pt")
     assert best["labels"] == ["01", "02", "03", "04"]
-    assert best["model_config"]["width"] == 8 and json.loads(best["features"])["kind"] == "log-mel"
+    assert best["model_config"]["width"] == 8 and best["model_config"]["pooling"] == "stats"  # the default
+    features = json.loads(best["features"])
+    assert features["kind"] == "log-mel" and features["normalize"] == "none"  # speaker ID keeps the spectrum
     split = json.loads((run / "split.json").read_text())["split"]
     assert split["method"] == "utterance"  # held-out utterances of the training speakers
     assert not set(split["files"]["train"]) & set(split["files"]["test"])
     # export the trained run; onnxruntime reproduces torch on real features
     out = tmp_path / "speaker.onnx"
     assert ok(cli_process("export", run, "-o", out), 0)
-    x = np.stack([LogMelSpec().from_file(path) for path in split["files"]["test"][:2]])
+    x = np.stack([LogMelSpec(**features).from_file(path) for path in split["files"]["test"][:2]])
     with torch.no_grad():
         expected = model_from_checkpoint(best)(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -200,3 +202,34 @@ print(float((conv.weight.grad.double() - 2 * torch.einsum("nohw,nchw->oc", ref, 
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-2000:]}"
     assert float(proc.stdout.strip()) < 1e-2
+
+
+def test_evaluate_scores_windows_and_whole_parts():
+    """Part accuracy: one decision per group, the argmax of the mean of its windows' logits."""
+    from lrp_onnx.models.train import evaluate
+
+    class Windows:
+        labels = np.asarray([0, 0, 0, 1])
+        groups = np.asarray([0, 0, 1, 2])
+        logits = np.asarray([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [0.0, 1.0]], dtype=np.float32)
+
+        def __len__(self):
+            return 4
+
+        def inputs(self, index, rng=None):
+            return self.logits[index]
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))  # logits = inputs
+    result = evaluate(model, Windows(), torch.device("cpu"), batch_size=3, progress=False)
+    assert result["acc"] == 0.5  # windows 0 and 3
+    assert result["parts"] == 3 and result["part_acc"] == pytest.approx(2 / 3)  # group 0: mean [1, .5] -> 0
+
+
+def test_speaker_id_keeps_absolute_log_energies_and_other_tasks_do_not():
+    from lrp_onnx.models.training_data import default_spec
+
+    assert default_spec("resnet", "speaker").normalize == "none"
+    assert default_spec("resnet", "gender").normalize == "mean" and default_spec("resnet").normalize == "mean"
+    assert default_spec("alexnet", "gender").kind == "audiomnist-spectrogram"

@@ -77,7 +77,10 @@ def test_viewer_explains_an_example_and_an_upload(served, page):
     page.set_input_files("#file", str(upload))
     expect(page.locator("#status")).to_have_text("Explained my recording.wav.", timeout=30_000)
     assert page.text_content("#prediction") in LABELS
-    assert "cropped to its loudest 1 s window" in page.text_content("#note")
+    # 1.6 s: decided from all of its speech windows (the mean of their logits), one picture of it all
+    note = page.text_content("#note")
+    assert "Decided from the mean of the logits of its" in note and "(1.60 s recording)" in note
+    assert "speech window(s) of 1 s" in note
     assert page.eval_on_selector("#heatmaps img.heatmap", "img => img.src") != first_src
     rows = page.locator("#samples tbody tr")
     assert rows.count() == 1 and rows.first.locator("td").nth(1).text_content() in LABELS

@@ -1,14 +1,17 @@
 """Handlers for every operator the compiler understands; importing registers them."""
 from . import (  # noqa: F401
     elementwise,
+    gathering,
     linear,
     normalization,
     pooling,
+    recurrent,
     reduction,
     resampling,
     shape,
     statistics,
 )
+from . import attention  # noqa: F401  (after the others: it refines their MatMul, Mul and Softmax)
 from .base import (
     HANDLERS,
     Context,

@@ -77,8 +77,9 @@ class Sum(AffineNode):
 class Gate(AffineNode):
     """``y = x * g`` with both factors depending on the input: relevance goes to the
     activation ``x``, the gate ``g`` is held constant (``R_x = R_y``). The gate is the
-    factor made by a sigmoid-like node, else the smaller (broadcast) one. A product
-    with a constant is an affine node (a scale)."""
+    factor made by a sigmoid-like node or computed elementwise from the other factor (a self-gate
+    ``x * g(x)``: SiLU, or HardSwish as ``x * clip(x + 3, 0, 6) / 6`` that Paddle and older exporters
+    write), else the smaller (broadcast) one. A product with a constant is an affine node (a scale)."""
 
     def _activation(self, node, graph):
         carriers = graph.carrier_inputs(node)
@@ -87,8 +88,8 @@ class Gate(AffineNode):
         a, g = node.input[0], node.input[1]
         if a == g:  # a square: relevance to its base
             return a
-        gate_a = getattr(graph.producer.get(a), "op_type", None) in GATES
-        gate_g = getattr(graph.producer.get(g), "op_type", None) in GATES
+        gate_a = getattr(graph.producer.get(a), "op_type", None) in GATES or _derived(a, g, graph)
+        gate_g = getattr(graph.producer.get(g), "op_type", None) in GATES or _derived(g, a, graph)
         if gate_a != gate_g:
             return g if gate_a else a
         sa, sg = graph.shape(a), graph.shape(g)
@@ -116,8 +117,35 @@ class Gate(AffineNode):
         return [(x, r)]
 
 
+#: elementwise nodes a self-gate ``g(x)`` may be made of (with constants as their other operands)
+_GATE_STEPS = ACTIVATIONS + ("Add", "Sub", "Mul", "Div", "Cast", "Identity")
+
+
+def _derived(value: str, source: str, graph, depth: int = 6) -> bool:
+    """Whether ``value`` is computed from ``source`` alone by a short chain of elementwise nodes."""
+    for _ in range(depth):
+        node = graph.producer.get(value)
+        if node is None or node.op_type not in _GATE_STEPS:
+            return False
+        carriers = graph.carrier_inputs(node)
+        if len(carriers) != 1:
+            return False
+        value = node.input[carriers[0]]
+        if value == source:
+            return True
+    return False
+
+
+class SigmoidActivation(Activation):
+    """``Sigmoid``: inside the model an activation (``R_x = R_y``); as the model's last node it is stripped
+    like a final Softmax, and the logit it squashes is explained (a binary detector's score)."""
+
+    output_normaliser = True
+
+
 for _op in ACTIVATIONS:
     register_op(_op, Activation)
+register_op("Sigmoid", SigmoidActivation)
 register_op("Max", ElementwiseExtremum)
 register_op("Min", ElementwiseExtremum)
 for _op in ("Identity", "Dropout", "Cast"):

@@ -72,6 +72,8 @@ class Gamma(LinearRule):
     stabilizer: float = Field(1e-6, ge=0)
 
     def relevance(self, b, layer, x, R, nonnegative=False):
+        if nonnegative:
+            return self._nonnegative(b, layer, x, R)
         g = self.gamma
         w, bias = layer.weight, layer.bias
         w_up, w_down = w + g * pos(w), w + g * neg(w)
@@ -93,6 +95,26 @@ class Gamma(LinearRule):
         if xn is not None:
             terms.append(b.mul(xn, b.add(layer.gradient(b, s_up, w_down), layer.gradient(b, s_down, w_up))))
         return b.sum(terms)
+
+    def _nonnegative(self, b, layer, x, R):
+        """The same for ``x >= 0`` with one extra forward pass. With ``q = gamma (w+ x + b+) + stabilizer``
+        (one Conv: the stabiliser is in its bias) and the layer's own output ``z = w x + b``
+        (``w- = w - w+``): ``stab(z+) = z + q`` where ``z > 0``, ``stab(z-) = (1 + gamma) z - q`` where
+        ``z < 0``, one denominator ``D = z + q + [z < 0] (gamma z - 2 q)`` (``q > 0`` at ``z = 0``) serves both.
+        Nothing cancels much: where each is used, its terms share its sign. Masks multiply (``Cast``,
+        ``Mul``), as onnxruntime's CPU ``Where`` is slow on tensors."""
+        g, eps = self.gamma, self.stabilizer
+        w, bias = layer.weight, layer.bias
+        w_up, w_down = w + g * pos(w), w + g * neg(w)
+        shift = g * pos(bias) + eps if bias is not None else np.full(1, eps, np.float32) if eps > 0 else None
+        q = layer.forward(b, x, g * pos(w), shift)
+        z, zero = layer.z, b.const(0.0)
+        up, down = b.mask(b.op("Greater", [z, zero])), b.mask(b.op("Less", [z, zero]))
+        wrong_side = b.sub(b.mul(z, b.const(g)), b.mul(q, b.const(2.0)))
+        denominator = b.add(b.add(z, q), b.mul(down, wrong_side))
+        s = b.div(R, denominator) if eps > 0 else b.safe_divide(R, denominator, 0.0)
+        s_up, s_down = b.mul(s, up), b.mul(s, down)
+        return b.mul(x, b.add(layer.gradient(b, s_up, w_up), layer.gradient(b, s_down, w_down)))
 
 
 class AlphaBeta(LinearRule):

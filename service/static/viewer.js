@@ -91,14 +91,19 @@ function fmt(x, digits) {
 
 function show(result) {
   const model = currentModel();
-  const first = result.samples[0];
+  // a recording's decision (the mean of its window logits) when there is one, else the first sample's
+  const rec = result.recording;
+  const first = rec && rec.prediction !== null && rec.prediction !== undefined ? rec : result.samples[0];
   $("prediction").textContent = first.label;
-  $("confidence").textContent = first.probabilities[first.prediction] !== null
-    ? "(" + (100 * first.probabilities[first.prediction]).toFixed(1) + " %)" : "";
-  $("note").textContent = result.note || "";
+  // probabilities are null where the model's scores are raw (no softmax or sigmoid to read them through)
+  const p = first.probabilities ? first.probabilities[first.prediction] : null;
+  $("confidence").textContent = p !== null && p !== undefined ? "(" + (100 * p).toFixed(1) + " %)" : "";
+  const how = rec ? "Decided from " + rec.method + " (" + fmt(rec.duration_s, 2) + " s recording)." : "";
+  $("note").textContent = [how, result.note || ""].filter(Boolean).join(" ");
   const rows = result.samples.map((s) => {
     const tr = document.createElement("tr");
-    const probs = s.probabilities.map((p, k) => ((model.labels || [])[k] || k) + " " + fmt(p, 3)).join(", ");
+    const values = s.probabilities || s.logits;  // raw scores where they are not probabilities
+    const probs = values.map((v, k) => ((model.labels || [])[k] || k) + " " + fmt(v, 3)).join(", ");
     const span = s.start_s !== null && s.start_s !== undefined ? fmt(s.start_s, 2) + " - " + fmt(s.end_s, 2) : "-";
     for (const text of [span, s.label, probs, s.target_label, fmt(s.relevance_sum, 4)]) {
       const td = document.createElement("td");
@@ -111,7 +116,8 @@ function show(result) {
   const images = (result.heatmaps_png || []).map((png, i) => {
     const img = document.createElement("img");
     img.className = "heatmap";
-    img.alt = "spectrogram and relevance heatmap, window " + (i + 1);
+    img.alt = rec && result.heatmaps_png.length === 1 ? "spectrogram and relevance heatmap of the whole recording"
+      : "spectrogram and relevance heatmap, window " + (i + 1);
     img.src = "data:image/png;base64," + png;
     return img;
   });
@@ -136,7 +142,7 @@ async function explain() {
     setStatus("No model loaded.", true);
     return;
   }
-  const params = new URLSearchParams({ relevance: "none", heatmap: "true", audible: "true", segments: "crop" });
+  const params = new URLSearchParams({ relevance: "none", heatmap: "true", audible: "true" });
   params.set("composite", $("composite").value);
   params.set("target", $("target").value);
   const form = new FormData();

@@ -1,0 +1,225 @@
+"""Attention: products of two activations and the Softmax inside a model (AttnLRP, CP-LRP).
+
+* ``MatMul(A, B)`` with both factors computed from the input (the query-key product
+  ``Q K^T`` and the attention-value product ``P V``). Two rules:
+
+  - ``uniform`` (AttnLRP, Achtibat et al. 2024, Eq. 7): each factor gets half the relevance,
+    by the z-rule with the other factor held constant:
+    ``R_A = 1/2 A * (S B^T)``, ``R_B = 1/2 B * (A^T S)``, ``S = R / stab(A B)``.
+  - ``conservative`` (CP-LRP, Ali et al. 2022): the attention weights (the factor made by a
+    ``Softmax``) are held constant and all relevance goes to the other factor:
+    ``R_V = V * (P^T S)``; the query-key branch gets none. A product without a Softmax-made
+    factor is split as by ``uniform``.
+
+* ``Softmax`` inside the model (AttnLRP, Eq. 13, the bias of its linearisation absorbing
+  relevance): ``R_x = x * (R - s * sum(R))`` over the softmax axis, ``s = softmax(x)``;
+  it receives relevance only under ``uniform``. As the model's last node it is still stripped.
+
+* ``Where(c, a, b)``: relevance follows the selection, the condition held constant.
+
+* ``Mul`` of two activations (refining :class:`.elementwise.Gate`): a product ``f(x) * g(x)`` of two
+  element-wise functions of one value ``x`` (a decomposed GELU ``x * (1 + erf(x / sqrt 2)) / 2``,
+  SiLU ``x * sigmoid(x)``) is one element-wise non-linearity: relevance to the factor that is an
+  affine function of ``x`` (AttnLRP's identity rule). A gate (``x * sigmoid(W x)``) is held constant
+  as before; a product of two equal-size activations of which neither is a gate is split equally
+  (``R_a = R_b = R / 2``, AttnLRP's uniform rule for element-wise products).
+"""
+from __future__ import annotations
+
+from onnx import helper
+
+from ..composite import Conservative, SoftmaxRule, Uniform
+from .base import OpHandler, register_op
+from .elementwise import Gate, Normaliser
+from .linear import LinearHead
+
+#: nodes that copy or rearrange a value (attention weights may pass through them before the product)
+_COPIES = ("Cast", "Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand")
+
+
+def _made_by_softmax(name, graph) -> bool:
+    producer = graph.producer.get(name)
+    while producer is not None and producer.op_type in _COPIES + ("Where",):
+        if producer.op_type == "Where":  # a guard such as Where(IsNaN(p), 0, p): follow the data
+            data = [n for n in producer.input[1:] if n in graph.carriers]
+            if len(data) != 1:
+                return False
+            producer = graph.producer.get(data[0])
+        else:
+            producer = graph.producer.get(producer.input[0])
+    return producer is not None and producer.op_type == "Softmax"
+
+
+def _last_two_swapped(b, value, rank):
+    return b.op("Transpose", [value], perm=list(range(rank - 2)) + [rank - 1, rank - 2])
+
+
+def _fit(b, graph, r, like, out):
+    """``r`` (shaped like the broadcast ``out``) summed over the axes along which ``like`` was broadcast."""
+    out_shape, like_shape = graph.shape(out), graph.shape(like)
+    if out_shape is None or like_shape is None:
+        return r
+    return b.reduce_sum_to(r, out_shape, like_shape)
+
+
+class BilinearMatMul(LinearHead):
+    """MatMul: a linear layer with constant weights (:class:`.linear.LinearHead`); with both factors
+    computed from the input, a bilinear product (rules ``uniform``, ``conservative``)."""
+
+    rules = (Conservative, Uniform)
+    default_rule = Conservative()
+
+    def _bilinear(self, node, graph) -> bool:
+        return len(node.input) == 2 and all(n in graph.carriers for n in node.input)
+
+    def unsupported(self, node, graph):
+        if not self._bilinear(node, graph):
+            return super().unsupported(node, graph)
+        shapes = [graph.shape(n) for n in node.input]
+        if any(s is None or len(s) < 2 for s in shapes):
+            return "a product of two activations needs factors of known rank >= 2"
+        return None
+
+    def relevance_inputs(self, node, graph):
+        return list(node.input) if self._bilinear(node, graph) else super().relevance_inputs(node, graph)
+
+    def backward(self, ctx, node, relevance, rule):
+        b, graph = ctx.b, ctx.graph
+        a, v = node.input
+        s = b.safe_divide(relevance[0], node.output[0], rule.stabilizer)
+        held = None
+        if isinstance(rule, Conservative):
+            held = a if _made_by_softmax(a, graph) else v if _made_by_softmax(v, graph) else None
+        if held == a:
+            return [(v, self._to_right(ctx, node, s, 1.0))]
+        if held == v:
+            return [(a, self._to_left(ctx, node, s, 1.0))]
+        return [(a, self._to_left(ctx, node, s, 0.5)), (v, self._to_right(ctx, node, s, 0.5))]
+
+    def _to_left(self, ctx, node, s, share):
+        """``share * A * (S B^T)``, summed back to A's shape."""
+        b, graph = ctx.b, ctx.graph
+        a, v = node.input
+        back = b.op("MatMul", [s, _last_two_swapped(b, v, len(graph.shape(v)))])
+        r = _fit(b, graph, b.mul(a, back), a, node.output[0])
+        return b.mul(r, b.const(share)) if share != 1.0 else r
+
+    def _to_right(self, ctx, node, s, share):
+        """``share * B * (A^T S)``, summed back to B's shape."""
+        b, graph = ctx.b, ctx.graph
+        a, v = node.input
+        back = b.op("MatMul", [_last_two_swapped(b, a, len(graph.shape(a))), s])
+        r = _fit(b, graph, b.mul(v, back), v, node.output[0])
+        return b.mul(r, b.const(share)) if share != 1.0 else r
+
+
+class AttentionSoftmax(Normaliser):
+    """Softmax: stripped as the model's last node; inside the model, AttnLRP's softmax rule."""
+
+    rules = (SoftmaxRule,)
+    default_rule = SoftmaxRule()
+
+    def _axis(self, node, graph) -> int | None:
+        shape = graph.shape(node.input[0])
+        if shape is None:
+            return None
+        rank = len(shape)
+        attrs = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        opset = next((o.version for o in graph.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        axis = int(attrs.get("axis", -1 if opset >= 13 else 1)) % rank
+        if opset < 13 and axis != rank - 1:  # old opsets flatten from `axis` on: only the last axis agrees
+            return None
+        return axis
+
+    def unsupported(self, node, graph):
+        if node.op_type != "Softmax" or self._axis(node, graph) is None:
+            return super().unsupported(node, graph)
+        return None
+
+    def backward(self, ctx, node, relevance, rule):
+        b = ctx.b
+        x, s, r = node.input[0], node.output[0], relevance[0]
+        total = b.op("ReduceSum", [r, b.ints([self._axis(node, ctx.graph)])], keepdims=1)
+        return [(x, b.mul(x, b.sub(r, b.mul(s, total))))]
+
+
+class Selection(OpHandler):
+    """Where(c, a, b): relevance follows the selection, ``R_a = where(c, R, 0)``, ``R_b = where(c, 0, R)`` (summed
+    back over broadcast axes); the condition is held constant. (The dynamo export of scaled dot-product attention
+    guards the softmax with ``Where(IsNaN(p), 0, p)``.)"""
+
+    def relevance_inputs(self, node, graph):
+        return [n for n in node.input[1:] if n in graph.carriers]
+
+    def backward(self, ctx, node, relevance, rule):
+        b, graph = ctx.b, ctx.graph
+        condition, out, zero = node.input[0], node.output[0], b.zeros_like(relevance[0])
+        result = []
+        for k, name in ((1, node.input[1]), (2, node.input[2])):
+            if name in graph.carriers:
+                picked = [relevance[0], zero] if k == 1 else [zero, relevance[0]]
+                result.append((name, _fit(b, graph, b.op("Where", [condition, *picked]), name, out)))
+        return result
+
+
+#: element-wise operators a non-linearity is built from (their other inputs constants)
+_ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "Erf", "Tanh", "Sigmoid", "Pow", "Neg", "Identity", "Cast",
+                "Sqrt", "Exp", "Softplus", "Abs")
+_AFFINE = ("Mul", "Div", "Add", "Sub", "Neg", "Identity", "Cast")
+
+
+def _elementwise_root(name, graph, depth=12):
+    """``(root, affine)``: the value ``name`` is an element-wise function of (affine: an affine one)."""
+    node = graph.producer.get(name)
+    if depth == 0 or node is None or node.op_type not in _ELEMENTWISE:
+        return name, True
+    carriers = [node.input[i] for i in graph.carrier_inputs(node)]
+    shapes = {graph.shape(c) for c in carriers} | {graph.shape(node.output[0])}
+    if not carriers or len(shapes) != 1:  # broadcasting: not element-wise
+        return name, True
+    roots = [_elementwise_root(c, graph, depth - 1) for c in carriers]
+    if len({root for root, _ in roots}) != 1:
+        return name, True
+    affine = len(carriers) == 1 and node.op_type in _AFFINE and roots[0][1]
+    return roots[0][0], affine
+
+
+class Product(Gate):
+    """Mul: a gate product (:class:`.elementwise.Gate`), an element-wise non-linearity ``f(x) * g(x)``
+    (relevance to the affine factor), or two equal-size activations split equally (``R / 2`` each)."""
+
+    def _nonlinearity(self, node, graph) -> str | None:
+        carriers = graph.carrier_inputs(node)
+        if len(carriers) != 2 or node.input[0] == node.input[1]:
+            return None
+        (ra, affine_a), (rg, affine_g) = (_elementwise_root(n, graph) for n in node.input[:2])
+        if ra != rg or not (affine_a or affine_g):
+            return None
+        if affine_a and affine_g:  # x * (x + c): both affine in x; relevance to x itself, whatever the order
+            return next((n for n in node.input[:2] if n == ra), None)
+        return node.input[0] if affine_a else node.input[1]
+
+    def _activation(self, node, graph):
+        return self._nonlinearity(node, graph) or super()._activation(node, graph)
+
+    def _split(self, node, graph) -> bool:
+        return len(graph.carrier_inputs(node)) == 2 and self._activation(node, graph) is None
+
+    def relevance_inputs(self, node, graph):
+        return list(node.input[:2]) if self._split(node, graph) else super().relevance_inputs(node, graph)
+
+    def unsupported(self, node, graph):
+        return None if self._split(node, graph) else super().unsupported(node, graph)
+
+    def backward(self, ctx, node, relevance, rule):
+        if not self._split(node, ctx.graph):
+            return super().backward(ctx, node, relevance, rule)
+        half = ctx.b.mul(relevance[0], ctx.b.const(0.5))
+        return [(n, _fit(ctx.b, ctx.graph, half, n, node.output[0])) for n in node.input[:2]]
+
+
+register_op("MatMul", BilinearMatMul)
+register_op("Softmax", AttentionSoftmax)
+register_op("Mul", Product)
+register_op("Where", Selection)
+
