@@ -13,6 +13,7 @@ examples:
   lrp-onnx explain models/gender_alexnet.onnx models/examples/male_rms_five.wav -o relevance.npy --json
   lrp-onnx explain model.onnx image.npy --model-output scores --target 3 --plot heat.png --plot-kind image
   lrp-onnx explain speaker_embedding.onnx voice.flac --direction enrolled.npy --plot heatmap.png
+  lrp-onnx explain frame_classifier.onnx frames.npy --target 40,1 -o relevance.npy   # frame 40, class 1
 """
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ def add_arguments(parser) -> None:
     p.add_argument("input", metavar="INPUT", help="a .npy array or a recording (WAV, FLAC, ...)")
     add_composite_args(p)
     add_model_output_args(p)
-    p.add_argument("--target", default="pred", metavar="pred|K",
-                   help="class to explain: 'pred' (the predicted class, default) or an index")
+    p.add_argument("--target", default="pred", metavar="pred|K|T,C",
+                   help="score to explain: 'pred' (the largest, default), an index K of the flattened "
+                        "output, or the coordinates of one score of a per-frame output (N, T, C): frame T, "
+                        "class C (row-major: K = T * C_count + C)")
     add_output_arg(p, "RELEVANCE.npy", "write the relevance (shaped like INPUT)")
     p.add_argument("--plot", metavar="HEATMAP.png", help="write a heatmap (alone and over the input)")
     p.add_argument("--plot-index", type=int, default=0, metavar="K", help="which sample to plot (default 0)")
@@ -71,15 +74,16 @@ def add_arguments(parser) -> None:
 
 
 def _target(text: str):
+    """None (the prediction), a score index K, or the coordinates (T, C) of one score."""
     if text == "pred":
         return None
     try:
-        value = int(text)
+        values = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"--target must be 'pred' or a class index, got '{text}'") from None
-    if value < 0:
-        raise InputError(f"--target {value} is out of range: give 'pred' or a class index (0 or more)")
-    return value
+        raise InputError(f"--target must be 'pred', a class index or frame,class coordinates, got '{text}'") from None
+    if min(values) < 0:
+        raise InputError(f"--target {text} is out of range: give 'pred', a class index or coordinates (0 or more)")
+    return values[0] if len(values) == 1 else values
 
 
 def run(args) -> int:
@@ -94,6 +98,8 @@ def run(args) -> int:
         raise InputError("--target has no use with --direction: the explained score is w . y (one per sample)")
     explainer = Explainer(args.model, threads=args.threads, layer_sums=args.conservation,
                           output=args.model_output, direction=direction, **options)
+    if isinstance(target, tuple):
+        target = explainer.score_index(*target)
     check_params_used(explainer.composite, options)
     source = Path(args.input)
     recording = None

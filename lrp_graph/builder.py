@@ -22,6 +22,8 @@ class Builder:
         self._taken = set(taken or ())
         self._counter = itertools.count()
         self._const_cache: dict[tuple, str] = {}
+        #: value -> values it is known to vanish with: 0 (or NaN) wherever they are 0 (products, sums of them)
+        self._factors: dict[str, frozenset[str]] = {}
         self.scope = ""
 
     # -- names and constants ---------------------------------------------------------------------
@@ -63,7 +65,13 @@ class Builder:
         return self.op("Sub", [a, b])
 
     def mul(self, a: str, b: str) -> str:
-        return self.op("Mul", [a, b])
+        out = self.op("Mul", [a, b])
+        self._factors[out] = frozenset((a, b)) | self._factors.get(a, frozenset()) | self._factors.get(b, frozenset())
+        return out
+
+    def vanishes_with(self, x: str, factor: str) -> bool:
+        """Whether ``x`` was built as ``factor`` times something (or a sum of such): 0 (or NaN) where ``factor`` is 0."""
+        return factor in self._factors.get(x, ())
 
     def div(self, a: str, b: str) -> str:
         return self.op("Div", [a, b])
@@ -83,7 +91,9 @@ class Builder:
         terms = [t for t in terms if t is not None]
         if len(terms) == 1:
             return terms[0]
-        return self.op("Sum", terms)
+        out = self.op("Sum", terms)
+        self._factors[out] = frozenset.intersection(*(self._factors.get(t, frozenset()) for t in terms))
+        return out
 
     def shape_of(self, x: str) -> str:
         return self.op("Shape", [x])
@@ -107,9 +117,16 @@ class Builder:
         nonnegative = self.mask(self.op("GreaterOrEqual", [z, self.const(0.0)]))
         return self.add(z, self.sub(self.mul(nonnegative, self.const(2.0 * epsilon)), self.const(epsilon)))
 
-    def safe_divide(self, numerator: str, denominator: str, epsilon: float) -> str:
+    def safe_divide(self, numerator: str, denominator: str, epsilon: float, rectified: str | None = None) -> str:
         """numerator / stabilize(denominator); with epsilon = 0, x / 0 is taken as 0
-        (divided by 1 there, then multiplied by 0)."""
+        (divided by 1 there, then multiplied by 0).
+
+        ``rectified``: the model's ``max(denominator, 0)``. Where the numerator is known to vanish with it
+        (:meth:`vanishes_with`), only ``denominator > 0`` counts, where ``stab(denominator) = rectified + epsilon``
+        exactly: one Add and one Div (elsewhere ``0 / epsilon = 0``, or ``0 / 1`` for epsilon = 0)."""
+        if rectified is not None and self.vanishes_with(numerator, rectified):
+            shift = self.const(epsilon) if epsilon > 0 else self.mask(self.op("Equal", [rectified, self.const(0.0)]))
+            return self.div(numerator, self.add(rectified, shift))
         if epsilon > 0:
             return self.div(numerator, self.stabilize(denominator, epsilon))
         is_zero = self.mask(self.op("Equal", [denominator, self.const(0.0)]))

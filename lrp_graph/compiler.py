@@ -30,7 +30,7 @@ from onnx import TensorProto, helper
 
 from .builder import Builder
 from .composite import Composite, get_composite, needs_bounds
-from .errors import ConfigError, LRPError, ModelError
+from .errors import ConfigError, InputError, LRPError, ModelError
 from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits
 from .graph import Graph
 from .interface import (
@@ -112,6 +112,9 @@ def compile_explainer(
         raise ConfigError(f"composite '{comp.name}' uses the z-box rule: give the input bounds (--bounds LOW HIGH)")
     graph = Graph.from_model(proto, check_output_name(proto, output), folding)
     plan = make_plan(graph, comp)
+    if direction is not None and plan.classes is None:
+        raise InputError(f"a direction needs a fixed number of scores; output '{graph.output_name}' has "
+                         f"shape (batch, {', '.join('?' if d is None else str(d) for d in plan.score_shape)})")
     w = None if direction is None else check_direction(direction, plan.classes, graph.output_name)
     plan.raise_for_problems()
     explainer = onnx.ModelProto()
@@ -200,7 +203,7 @@ def _seed(b: Builder, plan: Plan, scores: str, direction: np.ndarray | None) -> 
     explains nothing, as an out-of-range class does)."""
     if direction is None:
         target = _target(b, scores)
-        return b.mul(scores, _one_hot(b, plan.classes, target)), scores, target
+        return b.mul(scores, _one_hot(b, plan.classes, target, scores)), scores, target
     weighted = b.mul(scores, b.const(direction, hint="direction"))
     score = b.op("ReduceSum", [weighted, b.ints([1])], keepdims=1, hint="score")
     target = _target(b, score)
@@ -213,8 +216,11 @@ def _target(b: Builder, scores: str) -> str:
     return b.op("Where", [explicit, predicted, TARGET_INPUT], hint="target")
 
 
-def _one_hot(b: Builder, classes: int, target: str) -> str:
-    return b.op("OneHot", [target, b.const([classes], dtype=np.int64), b.const([0.0, 1.0])], axis=-1)
+def _one_hot(b: Builder, classes: int | None, target: str, scores: str | None = None) -> str:
+    """``onehot(target)`` over ``classes`` scores, or over as many as ``scores`` has (None: known at run time)."""
+    depth = b.const([classes], dtype=np.int64) if classes is not None else b.op(
+        "Slice", [b.op("Shape", [scores]), b.ints([1]), b.ints([2])], hint="score_count")
+    return b.op("OneHot", [target, depth, b.const([0.0, 1.0])], axis=-1)
 
 
 def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | None:
@@ -255,10 +261,10 @@ def _sample_sum(b: Builder, value: str, hint: str) -> str:
     return b.op("ReduceSum", [flat, b.ints([1])], keepdims=0, hint=f"sum{hint.replace('/', '_')}")
 
 
-def _set_outputs(g: onnx.GraphProto, input_name: str, sums, classes: int) -> None:
+def _set_outputs(g: onnx.GraphProto, input_name: str, sums, classes: int | None) -> None:
     input_type = next(i for i in g.input if i.name == input_name).type
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]))
+    g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes or "K"]))
     g.output.append(helper.make_tensor_value_info("targets", TensorProto.INT64, ["N"]))
     relevance = helper.make_tensor_value_info("relevance", TensorProto.FLOAT, None)
     relevance.type.CopyFrom(input_type)
@@ -281,7 +287,7 @@ def _finish_model(model: onnx.ModelProto, composite: Composite, plan: Plan,
     if LABELS_METADATA in meta and (direction is not None or _label_count(meta[LABELS_METADATA]) != plan.classes):
         del meta[LABELS_METADATA]
     about = {"composite": composite.model_dump(mode="json"), "output": plan.graph.output_name,
-             "stripped": plan.stripped}
+             "stripped": plan.stripped, "score_shape": [d if isinstance(d, int) else None for d in plan.score_shape]}
     if direction is not None:  # the explained score is w . y: say which w (its length and sha256)
         about["direction"] = {"length": int(direction.size),
                               "sha256": hashlib.sha256(direction.astype("<f4").tobytes()).hexdigest()}

@@ -28,7 +28,7 @@ own op type but does not count for ``index``/``fraction``.
 
 A ``MatMul`` of two activations (attention's query-key and attention-value products) is not a
 linear layer: node rules ``uniform`` (AttnLRP) or ``conservative`` (CP-LRP, the default) apply to it
-(``match: {op_type: [MatMul]}``; formulas in ``ops/attention.py``). Both branches of such a product
+(``match: {op_type: [MatMul]}``; formulas in ``rules/attention.py``). Both branches of such a product
 count as relevance paths for ``index``/``fraction``, also where ``conservative`` gives one of them none.
 """
 from __future__ import annotations
@@ -36,13 +36,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -51,56 +49,21 @@ from .errors import ConfigError
 from .name_patterns import check_pattern, search
 from .rules import (
     Alpha2Beta1,
+    Conservative,
     Epsilon,
     Flat,
     Gamma,
     LinearRule,
-    NodeRule,
     Norm,
+    Rule,
+    Uniform,
     ZBox,
     Zero,
     ZPlus,
+    make_rule,
 )
-from .rules.basic import NODE_RULES
-from .rules.linear import LINEAR_RULES
 
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
-
-
-# -- rules for products of two activations and the Softmax inside a model (AttnLRP, CP-LRP) ------
-# (formulas and sources: lrp_graph/ops/attention.py, whose handlers use them)
-class Uniform(NodeRule):
-    """AttnLRP's uniform rule for a product of two activations: ``R_A = 1/2 A * (S B^T)``,
-    ``R_B = 1/2 B * (A^T S)``, ``S = R / stab(A B)`` (with stabilizer 0, ``R / 0`` is taken as 0)."""
-
-    name: Literal["uniform"] = "uniform"
-    stabilizer: float = Field(0.0, ge=0)
-
-
-class Conservative(NodeRule):
-    """CP-LRP: the attention weights ``P`` (made by a Softmax) held constant, ``R_V = V * (P^T S)``,
-    ``S = R / stab(P V)``; without a Softmax-made factor, as :class:`Uniform`."""
-
-    name: Literal["conservative"] = "conservative"
-    stabilizer: float = Field(0.0, ge=0)
-
-
-class SoftmaxRule(NodeRule):
-    """AttnLRP's softmax rule: ``R_x = x * (R - softmax(x) * sum_axis(R))``."""
-
-    name: Literal["softmax"] = "softmax"
-
-
-ATTENTION_RULES = (Uniform, Conservative, SoftmaxRule)
-Rule = Annotated[Union[tuple(LINEAR_RULES + NODE_RULES + ATTENTION_RULES)], Field(discriminator="name")]
-_RULE_ADAPTER = TypeAdapter(Rule)
-
-
-def make_rule(spec) -> LinearRule | NodeRule:
-    """A rule (any of :mod:`.rules` or the attention rules above) from a dict, a name, or a rule."""
-    if isinstance(spec, (LinearRule, NodeRule)):
-        return spec
-    return _RULE_ADAPTER.validate_python({"name": spec} if isinstance(spec, str) else spec)
 
 
 class Match(BaseModel):

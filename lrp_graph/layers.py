@@ -13,7 +13,8 @@ Each layer emits two ONNX computations that rules combine:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -60,6 +61,8 @@ class Layer:
     #: graph value holding ``weight`` unmodified (reused instead of a copy), and one holding its transpose
     weight_name: str | None = None
     weight_t_name: str | None = None
+    #: the model's value -> the nodes that read it (to find a Relu applied to ``z``)
+    consumers: Mapping | None = field(default=None, repr=False, compare=False)
 
     # which axis of the weight / of z holds the output units
     out_axis_weight: ClassVar[int] = 0
@@ -87,6 +90,10 @@ class Layer:
     def gradient(self, b: Builder, s: str, weight: np.ndarray) -> str:
         raise NotImplementedError
 
+    def rectified(self) -> str | None:
+        """The output of a Relu the model applies to ``z`` (``max(z, 0)``), or None."""
+        return relu_of(self.z, self.consumers)
+
     def input_constant(self, b: Builder, array: np.ndarray, hint: str) -> str:
         """A constant shaped like one input sample, ``(1, *x_sample_shape)``; for symbolic sizes, a constant
         with 1 there broadcast to the input's shape at run time."""
@@ -112,6 +119,12 @@ class Layer:
             bias = shift.astype(np.float64) if bias is None else bias + shift
         self.bias = None if bias is None else _squeeze_leading(bias.astype(np.float32), z_rank)
         return True
+
+
+def relu_of(value: str, consumers: Mapping | None) -> str | None:
+    """The output of a Relu node reading ``value`` in the model (``consumers``: value -> nodes), or None."""
+    relu = next((n for n in (consumers or {}).get(value, ()) if n.op_type == "Relu"), None)
+    return None if relu is None else relu.output[0]
 
 
 def _squeeze_leading(array: np.ndarray, z_rank: int) -> np.ndarray:
@@ -359,6 +372,13 @@ def _keeps_shape(graph: Graph, carrier: str, value: np.ndarray) -> bool:
 
 def linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
     """The layer headed by ``node`` if it is a linear operator with constant parameters."""
+    layer = _linear_head(node, graph)
+    if layer is not None:
+        layer.consumers = graph.consumers
+    return layer
+
+
+def _linear_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
     op = node.op_type
     if op == "Conv":
         weight = graph.const(node.input[1])
@@ -419,6 +439,6 @@ def diagonal_head(node: onnx.NodeProto, graph: Graph) -> Layer | None:
     scale, shift = affine
     shape = graph.shape(x)
     rank = len(shape) if shape is not None else max(np.ndim(scale), 1)
-    layer = DiagonalLayer([node], x, node.output[0], np.ones(1, np.float32), None)
+    layer = DiagonalLayer([node], x, node.output[0], np.ones(1, np.float32), None, consumers=graph.consumers)
     layer.fold_scale_shift(scale, shift, rank)
     return layer

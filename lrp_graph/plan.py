@@ -55,8 +55,11 @@ class Plan:
     composite: Composite
     #: the explained value: the model output, or the scores before a final Softmax, LogSoftmax or Sigmoid
     logits: str
-    #: number of explained scores per sample (the value is flattened to (batch, classes))
-    classes: int = 0
+    #: number of explained scores per sample (the value is flattened to (batch, classes)); None when the
+    #: first axis after the batch (frames of a variable-length output) is only known at run time
+    classes: int | None = 0
+    #: the explained value's shape after the batch axis (None: a size known only at run time)
+    score_shape: tuple = ()
     #: the op type of the final normaliser stripped from the output ("Softmax", "Sigmoid", ...), or None
     stripped: str | None = None
     steps: list[Step] = field(default_factory=list)
@@ -108,7 +111,8 @@ class Plan:
 
 def make_plan(graph: Graph, composite: Composite) -> Plan:
     logits, classes, stripped = _explained_value(graph)
-    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes, stripped=stripped)
+    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes, stripped=stripped,
+                score_shape=tuple(graph.shape(logits)[1:]))
     active = _active_positions(graph, logits)
     taken: set[int] = set()
     index = 0
@@ -126,11 +130,12 @@ def make_plan(graph: Graph, composite: Composite) -> Plan:
     return plan
 
 
-def _explained_value(graph: Graph) -> tuple[str, int, str | None]:
+def _explained_value(graph: Graph) -> tuple[str, int | None, str | None]:
     """The model output, or the input of a final Softmax/LogSoftmax/Sigmoid (explain the logits), with its
     number of scores per sample and the op type of the normaliser stripped (None: none): an output (batch,
-    d1, d2, ...) with static d's has d1 * d2 * ... scores, numbered in row-major (C) order, as
-    ``reshape(batch, -1)`` numbers them. Reshapes between the normaliser and the output are crossed only
+    d1, d2, ...) has d1 * d2 * ... scores, numbered in row-major (C) order, as ``reshape(batch, -1)``
+    numbers them. ``d1`` may be known only at run time (frames of a variable-length input: the
+    score of frame t, class c is ``t * d2 * ... + c``); the number of scores is then None. Reshapes between the normaliser and the output are crossed only
     where they keep the batch axis (:func:`_keeps_batch`)."""
     value, stripped = graph.output_name, None
     node = graph.producer.get(value)
@@ -149,17 +154,17 @@ def _explained_value(graph: Graph) -> tuple[str, int, str | None]:
     if value not in graph.carriers:
         raise UnsupportedOperatorError(f"output '{graph.output_name}' does not depend on the model input")
     shape = graph.shape(value)
-    if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
+    if shape is None or len(shape) < 2 or any(d is None for d in shape[2:]):
         raise UnsupportedOperatorError(
             f"the explained output '{value}' must have shape (batch, ...) with static sizes after the batch "
-            f"axis (its scores are numbered in row-major order), got {shape}"
+            f"axis, the first of them excepted (its scores are numbered in row-major order), got {shape}"
         )
     batch, first = _batch_dim(graph, graph.input_name), _batch_dim(graph, value)
     if batch is not None and first is not None and isinstance(batch, int) and isinstance(first, int) and batch != first:
         raise UnsupportedOperatorError(
             f"the explained output '{value}' has {first} rows on its first axis, the model input's batch axis "
             f"has {batch}: its first axis must be the batch axis")
-    return value, math.prod(shape[1:]), stripped
+    return value, (None if shape[1] is None else math.prod(shape[1:])), stripped
 
 
 def _batch_dim(graph: Graph, name: str) -> int | str | None:

@@ -217,7 +217,7 @@ def check_target(target: str, explainer, corpus: Corpus) -> str | int:
         return target
     if explainer.labels and target in explainer.labels:
         return explainer.labels.index(target)
-    if target.isdigit() and int(target) < explainer.num_classes:
+    if target.isdigit() and (explainer.num_classes is None or int(target) < explainer.num_classes):
         return int(target)
     known = ", ".join(explainer.labels or []) or f"0 to {explainer.num_classes - 1}"
     raise InputError(f"--target {target!r}: expected pred, label or a class of the model ({known})")

@@ -137,8 +137,12 @@ class Explainer:
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         if self.fixed_batch:
             self.batch_size = self.fixed_batch
-        self.num_classes = int(self.session.get_outputs()[0].shape[1])
+        classes = self.session.get_outputs()[0].shape[1]
+        #: scores per sample (None: known only at run time, a variable number of frames)
+        self.num_classes = classes if isinstance(classes, int) else None
         about = json.loads(self.session.get_modelmeta().custom_metadata_map.get(EXPLAINER_METADATA, "{}"))
+        #: the explained output's shape after the batch axis (None: its frames, known at run time)
+        self.score_shape = tuple(about.get("score_shape") or (self.num_classes,))
         #: the final normaliser stripped from the explained output ("Softmax", "LogSoftmax", "Sigmoid") or
         #: None: ``logits`` are the scores before it (read probabilities through it, not through a softmax)
         self.stripped = about.get("stripped")
@@ -261,7 +265,7 @@ class Explainer:
         t = np.broadcast_to(t.astype(np.int64), (n,)) if t.ndim == 0 else t.astype(np.int64)
         if t.shape != (n,):
             raise InputError(f"target has shape {t.shape}; expected one class per sample ({n})")
-        bad = (t < -1) | (t >= self.num_classes)
+        bad = (t < -1) | (t >= (self.num_classes if self.num_classes is not None else np.iinfo(np.int64).max))
         if bad.any() and self.direction is not None:
             raise InputError(f"target {int(t[bad][0])} has no meaning with a direction: the one explained score "
                              "is w . y (target 0 or -1)")
@@ -269,6 +273,23 @@ class Explainer:
             raise InputError(f"target {int(t[bad][0])} is out of range: the model has {self.num_classes} classes "
                              f"(0 to {self.num_classes - 1})")
         return np.ascontiguousarray(t)
+
+    def score_index(self, *position: int) -> int:
+        """The target index of one score of an output of any rank: ``score_index(t, c)`` is frame
+        ``t``, class ``c`` of an output ``(N, T, C)``, numbered in row-major order (``t * C + c``,
+        as ``y.reshape(N, -1)`` numbers the scores). The first axis after the batch may be known
+        only at run time (frames of a variable-length input)."""
+        dims = self.score_shape
+        if len(position) != len(dims):
+            raise InputError(f"a score of output shape (N, {', '.join('T' if d is None else str(d) for d in dims)}) "
+                             f"has {len(dims)} coordinates, got {len(position)}: {position}")
+        index = 0
+        for axis, (p, d) in enumerate(zip(position, dims)):
+            if not isinstance(p, (int, np.integer)) or p < 0 or (d is not None and p >= d):
+                raise InputError(f"score coordinate {p!r} on axis {axis + 1} is out of range"
+                                 + (f" (0 to {d - 1})" if d is not None else " (0 or more)"))
+            index = index * d + int(p) if axis else int(p)  # only the first axis may be unknown
+        return index
 
     # -- running --------------------------------------------------------------------------------
     def explain(self, x, target=None) -> Explanation:
@@ -295,6 +316,9 @@ class Explainer:
             raise ModelError(f"onnxruntime failed to run the explainer on input {tuple(x.shape)}: "
                              f"{_first_line(exc)}") from None
         rows = len(result[0])
+        if self.num_classes is None and len(t) and int(t.max()) >= result[0].shape[1]:
+            raise InputError(f"target {int(t.max())} is out of range: this input gives {result[0].shape[1]} scores "
+                             f"per sample (0 to {result[0].shape[1] - 1})")
         if rows != len(x):
             raise ModelError(f"the explained output's first axis is not the batch axis: {len(x)} sample(s) gave "
                              f"{rows} row(s) (the model may fix its input's length, e.g. a Reshape to a constant "

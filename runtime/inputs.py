@@ -305,7 +305,7 @@ def _label_indices(names: Sequence[str], paths: Sequence, explainer, where: Path
     for i, name in enumerate(names):
         if known is not None and name in known:
             out[i] = known.index(name)
-        elif name.isdigit() and int(name) < explainer.num_classes and not any(k.isdigit() for k in known or []):
+        elif name.isdigit() and (explainer.num_classes is None or int(name) < explainer.num_classes) and not any(k.isdigit() for k in known or []):
             out[i] = int(name)  # a class index, where the class names are not numbers themselves
         else:
             what = f"classes {', '.join(known)}" if known else f"{explainer.num_classes} classes (0 to {explainer.num_classes - 1})"

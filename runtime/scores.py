@@ -46,7 +46,7 @@ def reading(stripped: str | None, *, named_classes: bool = False, direction: boo
 def explainer_reading(explainer) -> str | None:
     """:func:`reading` of an :class:`~lrp_onnx.runtime.explainer.Explainer` (its ``stripped``, its
     class names for its scores, its direction)."""
-    return reading(explainer.stripped, named_classes=explainer.labels is not None and explainer.num_classes > 1,
+    return reading(explainer.stripped, named_classes=explainer.labels is not None and (explainer.num_classes or 0) > 1,
                    direction=explainer.direction is not None)
 
 

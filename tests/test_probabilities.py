@@ -9,16 +9,20 @@ import importlib.util
 import json
 from pathlib import Path
 
+import lrp_onnx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from lrp_onnx.runtime import Explainer
-from lrp_onnx.runtime.scores import explainer_reading, metadata_reading, probabilities, reading
+from lrp_onnx.runtime.scores import (
+    explainer_reading,
+    metadata_reading,
+    probabilities,
+    reading,
+)
 from lrp_onnx.service.triton import triton_config
 from onnx import helper
-
-import lrp_onnx
 
 MODEL = Path(lrp_onnx.__file__).resolve().parent / "models" / "gender_alexnet.onnx"
 X = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
@@ -127,7 +131,9 @@ def test_service_sigmoid_detector_shows_sigmoid(served):
         # sigmoid(z) per sample, not a softmax over one score (which would be 100 %)
         np.testing.assert_allclose([r["probabilities"][0] for r in rows], 1 / (1 + np.exp(-z[:, 0])), rtol=1e-5)
     assert max(r["probabilities"][0] for r in rows) < 1.0
-    info = __import__("httpx").get(f"{url}/v1/models/detector").json()
+    import httpx
+
+    info = httpx.get(f"{url}/v1/models/detector").json()
     assert info["probabilities"] == "sigmoid"
 
 

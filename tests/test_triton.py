@@ -85,6 +85,8 @@ def test_repository_layout_and_config(explainer, tmp_path):
     assert outputs == {"logits": ("TYPE_FP32", [2], None), "targets": ("TYPE_INT64", [1], []),
                        "relevance": ("TYPE_FP32", [1, 227, 227], None)}
     assert [o.label_filename for o in config.output] == ["labels.txt", "", ""]
+    # how a client reads the logits (runtime/scores.py): class names, nothing stripped: softmax
+    assert config.parameters["lrp_onnx.probabilities"].string_value == "softmax"
 
     # the config matches the model file as onnxruntime sees it (names, types, per-sample dims)
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from onnx import helper
 
-from ..composite import Conservative, SoftmaxRule, Uniform
+from ..rules import Conservative, SoftmaxRule, Uniform
 from .base import OpHandler, register_op
 from .elementwise import Gate, Normaliser
 from .linear import LinearHead
@@ -86,7 +86,7 @@ class BilinearMatMul(LinearHead):
     def backward(self, ctx, node, relevance, rule):
         b, graph = ctx.b, ctx.graph
         a, v = node.input
-        s = b.safe_divide(relevance[0], node.output[0], rule.stabilizer)
+        s = _ratio(b, relevance[0], node.output[0], rule.stabilizer)
         held = None
         if isinstance(rule, Conservative):
             held = a if _made_by_softmax(a, graph) else v if _made_by_softmax(v, graph) else None
@@ -100,17 +100,28 @@ class BilinearMatMul(LinearHead):
         """``share * A * (S B^T)``, summed back to A's shape."""
         b, graph = ctx.b, ctx.graph
         a, v = node.input
-        back = b.op("MatMul", [s, _last_two_swapped(b, v, len(graph.shape(v)))])
-        r = _fit(b, graph, b.mul(a, back), a, node.output[0])
-        return b.mul(r, b.const(share)) if share != 1.0 else r
+        back = _scaled(b, b.op("MatMul", [s, _last_two_swapped(b, v, len(graph.shape(v)))]), share)
+        return _fit(b, graph, b.mul(a, back), a, node.output[0])
 
     def _to_right(self, ctx, node, s, share):
         """``share * B * (A^T S)``, summed back to B's shape."""
         b, graph = ctx.b, ctx.graph
         a, v = node.input
-        back = b.op("MatMul", [_last_two_swapped(b, a, len(graph.shape(a))), s])
-        r = _fit(b, graph, b.mul(v, back), v, node.output[0])
-        return b.mul(r, b.const(share)) if share != 1.0 else r
+        back = _scaled(b, b.op("MatMul", [_last_two_swapped(b, a, len(graph.shape(a))), s]), share)
+        return _fit(b, graph, b.mul(v, back), v, node.output[0])
+
+
+def _ratio(b, r, z, epsilon):
+    """``R / stab(z)``; unstabilised (``epsilon = 0``), ``R / 0`` is taken as 0 (``Where``: 3 nodes, not 6)."""
+    if epsilon > 0:
+        return b.safe_divide(r, z, epsilon)
+    return b.op("Where", [b.op("Equal", [z, b.const(0.0)]), b.const(0.0), b.div(r, z)])
+
+
+def _scaled(b, product, share):
+    """``share * product``, the scale right after the product's MatMul (onnxruntime folds a Transpose before a
+    MatMul and a scale after it into one FusedMatMul), not on the factor-sized result."""
+    return b.mul(product, b.const(share)) if share != 1.0 else product
 
 
 class AttentionSoftmax(Normaliser):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..layers import relu_of
 from ..rules import Norm
 from .base import OpHandler, register_op
 from .linear import AffineNode
@@ -60,7 +61,7 @@ class Sum(AffineNode):
     def backward(self, ctx, node, relevance, rule):
         b, graph = ctx.b, ctx.graph
         z = node.output[0]
-        s = b.safe_divide(relevance[0], z, rule.stabilizer)
+        s = b.safe_divide(relevance[0], z, rule.stabilizer, rectified=relu_of(z, graph.consumers))
         out_shape = graph.shape(z)
         result = []
         for i in graph.carrier_inputs(node):

@@ -41,7 +41,10 @@ def scan(b: Builder, hint: str, states: list[str], sequences: list[str], step, n
     nodes: list = []
     with subgraph(b, nodes):
         new_states, outs = step(b, state_in, slice_in[:-1], slice_in[-1])
-        results = [b.op("Identity", [v]) for v in list(new_states) + list(outs)]
+        results, seen = [], set(state_in + slice_in)  # an Identity only where a name would repeat
+        for v in list(new_states) + list(outs):
+            results.append(b.op("Identity", [v]) if v in seen else v)
+            seen.add(v)
     assert len(outs) == n_scan_out
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in state_in + slice_in[:-1]]
     inputs.append(helper.make_tensor_value_info(slice_in[-1], TensorProto.BOOL, None))
@@ -107,20 +110,19 @@ def lstm_relevance(b: Builder, r_h: str, r_c: str, r_y: str, keep: str, mix: str
         s = R_c * mix                                    (the cell input's epsilon ratio)
         R_c' <- R_c * keep;  R_h' <- h_{t-1} * (s @ R_g)   (R_g: recurrent weights of g)
 
-    Returns the relevance of h0 and c0 and the ratios ``s`` for all steps (T, N, H)."""
+    Returns the relevance of h0 and c0 and the ratios ``s`` for all steps (T, N, H): the loop emits ``R_c``,
+    ``s`` is formed for all steps at once after it (zero past a sample's length)."""
 
     def step(b, states, slices, m):
         (rh, rc), (ry, k, x, hp) = states, slices
         rh = b.add(rh, ry)
         rc_in = b.add(rc, rh)
-        s = b.mul(rc_in, x)
-        new_h = b.mul(hp, b.op("MatMul", [s, recurrent]))
+        new_h = b.mul(hp, b.op("MatMul", [b.mul(rc_in, x), recurrent]))
         new_c = b.mul(rc_in, k)
-        zero = b.const(0.0)
-        return [b.op("Where", [m, new_h, rh]), b.op("Where", [m, new_c, rc])], [b.op("Where", [m, s, zero])]
+        return [b.op("Where", [m, new_h, rh]), b.op("Where", [m, new_c, rc])], [rc_in]
 
-    r_h0, r_c0, ratios = scan(b, "lstm_lrp", [r_h, r_c], [r_y, keep, mix, h_prev, mask], step, 1, not reverse)
-    return r_h0, r_c0, ratios
+    r_h0, r_c0, r_c = scan(b, "lstm_lrp", [r_h, r_c], [r_y, keep, mix, h_prev, mask], step, 1, not reverse)
+    return r_h0, r_c0, b.mul(r_c, _masked(b, mix, mask))
 
 
 def gru_relevance(b: Builder, r_h: str, r_y: str, keep: str, mix: str, signal: str, scale: str,
@@ -131,14 +133,21 @@ def gru_relevance(b: Builder, r_h: str, r_y: str, keep: str, mix: str, signal: s
         R_h = R_h' + R_Y[t];  s = R_h * mix
         R_h' <- R_h * keep + signal * ((s * scale) @ R_n)   (R_n: recurrent weights of n)
 
-    (``signal``, ``scale``: see :func:`.recurrent.gru_ratios`). Returns the relevance of h0 and ``s``."""
+    (``signal``, ``scale``: see :func:`.recurrent.gru_ratios`). Returns the relevance of h0 and ``s``. The loop
+    holds only the recurrence (``mix * scale`` formed before it, ``s`` for all steps after it from the emitted
+    ``R_h``): fewer nodes per step."""
 
     def step(b, states, slices, m):
-        (rh,), (ry, k, x, v, q) = states, slices
+        (rh,), (ry, k, xq, v) = states, slices
         rh_in = b.add(rh, ry)
-        s = b.mul(rh_in, x)
-        new = b.add(b.mul(rh_in, k), b.mul(v, b.op("MatMul", [b.mul(s, q), recurrent])))
-        return [b.op("Where", [m, new, rh])], [b.op("Where", [m, s, b.const(0.0)])]
+        new = b.add(b.mul(rh_in, k), b.mul(v, b.op("MatMul", [b.mul(rh_in, xq), recurrent])))
+        return [b.op("Where", [m, new, rh])], [rh_in]
 
-    r_h0, ratios = scan(b, "gru_lrp", [r_h], [r_y, keep, mix, signal, scale, mask], step, 1, not reverse)
-    return r_h0, ratios
+    mixed = b.mul(mix, scale)
+    r_h0, r_in = scan(b, "gru_lrp", [r_h], [r_y, keep, mixed, signal, mask], step, 1, not reverse)
+    return r_h0, b.mul(r_in, _masked(b, mix, mask))
+
+
+def _masked(b: Builder, x: str, mask: str) -> str:
+    """``x`` where the step mask holds, else 0."""
+    return b.op("Where", [mask, x, b.const(0.0)])

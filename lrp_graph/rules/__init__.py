@@ -5,6 +5,7 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
+from .attention import ATTENTION_RULES, Conservative, SoftmaxRule, Uniform
 from .basic import NODE_RULES, NodeRule, Norm, Pass, WinnerTakesAll
 from .linear import (
     LINEAR_RULES,
@@ -21,7 +22,7 @@ from .linear import (
     ZPlus,
 )
 
-Rule = Annotated[Union[tuple(LINEAR_RULES + NODE_RULES)], Field(discriminator="name")]
+Rule = Annotated[Union[tuple(LINEAR_RULES + NODE_RULES + ATTENTION_RULES)], Field(discriminator="name")]
 RULE_ADAPTER = TypeAdapter(Rule)
 
 
@@ -37,4 +38,5 @@ def make_rule(spec) -> LinearRule | NodeRule:
 __all__ = [
     "Rule", "make_rule", "LinearRule", "NodeRule", "Epsilon", "Zero", "Gamma", "AlphaBeta",
     "Alpha2Beta1", "Alpha1Beta0", "ZPlus", "ZBox", "Flat", "WSquare", "Pass", "Norm", "WinnerTakesAll",
+    "Uniform", "Conservative", "SoftmaxRule",
 ]

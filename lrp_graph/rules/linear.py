@@ -46,7 +46,7 @@ class Epsilon(LinearRule):
     epsilon: float = Field(1e-6, ge=0)
 
     def relevance(self, b, layer, x, R, nonnegative=False):
-        s = b.safe_divide(R, layer.z, self.epsilon)
+        s = b.safe_divide(R, layer.z, self.epsilon, rectified=layer.rectified())
         return b.mul(x, layer.gradient(b, s, layer.weight))
 
 
