@@ -24,7 +24,8 @@ with onnxruntime's intra-op threads = torch's threads, and the ratios explain/fo
 explain/zennit (target <= 0.2). Forward and explain run in turns (one call of each per round, after two
 warm-up rounds), so that a change of the machine's load affects both alike; Zennit, far slower, runs
 ``--zennit-repeats`` times after one warm-up call. The ratios of process CPU time are printed too: on a
-shared machine they are steadier than wall time. ``--json-out`` writes all of it as JSON; ``--profile``
+shared machine they are steadier than wall time. The explainer's node count by operator type is printed
+too (a deterministic measure of the work per run). ``--json-out`` writes all of it as JSON; ``--profile``
 adds onnxruntime's per-operator profile of the explainer.
 
 Needs torch and zennit (the ``train`` and ``dev`` extras); not a test.
@@ -113,6 +114,16 @@ def zennit_nearest_composite(model):
     return NameLayerMapComposite(name_map=name_map, layer_map=layer_map_base(), canonizers=[ResNetCanonizer()])
 
 
+def node_counts(model_bytes: bytes) -> dict[str, int]:
+    """The explainer's nodes by operator type, most frequent first."""
+    import collections
+
+    import onnx
+
+    counts = collections.Counter(n.op_type for n in onnx.load_from_string(model_bytes).graph.node)
+    return dict(counts.most_common())
+
+
 def interleaved_medians(fns, repeats: int, warmup: int = 2) -> list[tuple[float, float]]:
     """Median wall time and median process CPU time of each function, run in turns (one call of each per
     round), so that a change of the machine's load affects them alike."""
@@ -185,6 +196,8 @@ def measure(args, folder: Path) -> dict:
           f"input 1x{MODEL['n_mels']}x{FRAMES}, {MODEL['num_classes']} classes; composite {COMPOSITE}; "
           f"{args.threads} threads; onnxruntime {ort.__version__}, torch {torch.__version__}; "
           f"compile {compile_s:.2f} s; load average {os.getloadavg()[0]:.2f}")
+    counts = node_counts(ex.compiled_model_bytes)
+    print(f"explainer: {sum(counts.values())} nodes: " + ", ".join(f"{op} {n}" for op, n in counts.items()))
     print("median wall time; forward and explain measured in turns")
     print(f"{'batch':>5}  {'forward ms':>11}  {'explain ms':>11}  {'zennit ms':>10}  "
           f"{'explain/forward':>15}  {'explain/zennit':>14}  {'rel. L2 vs zennit':>17}")
@@ -202,6 +215,7 @@ def measure(args, folder: Path) -> dict:
                       "exporter": "torchscript", "opset": 18},
             "composite": COMPOSITE, "threads": args.threads, "onnxruntime": ort.__version__,
             "torch": torch.__version__, "compile_s": compile_s, "load_average": os.getloadavg(),
+            "explainer_nodes": counts,
             "targets": TARGETS, "rows": rows, "missed": missed}
 
 

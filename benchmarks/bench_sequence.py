@@ -1,6 +1,7 @@
 """Benchmark: LRP explain time of sequence models vs the plain onnxruntime forward and vs lxt (issue 12).
 
     python benchmarks/bench_sequence.py [--models ast crnn] [--batches 1 8] [--threads 2] [--json-out F] [--profile]
+        [--spin]
 
 Two models with seeded random weights, exported to ONNX (TorchScript exporter, dynamic batch):
 
@@ -10,7 +11,7 @@ Two models with seeded random weights, exported to ONNX (TorchScript exporter, d
 * ``crnn``: the keyword-spotting CRNN of ``lrp_onnx.models.crnn`` (40 mel bins x 100 frames, 2 convolutions of
   16 channels, bidirectional GRU with 64 units, 12 classes), explained with the default composite (epsilon).
 
-Per model and batch size, in one process: the median wall time of
+Per model and batch size, in one process: the median wall time (the three timed in turn, round by round) of
 
 * ``forward``: the exported model in a plain onnxruntime session,
 * ``explain``: :meth:`lrp_onnx.runtime.Explainer.explain` (logits + relevance, one session run),
@@ -19,16 +20,15 @@ Per model and batch size, in one process: the median wall time of
   cost any gradient-based LRP implementation such as lxt's would have (one forward + one backward),
 
 and the ratios explain/forward (target <= 3) and explain/torch (target <= 0.3). For the AST the relative L2
-difference from lxt is printed as a sanity check (the preset's epsilon against lxt's LRP-0 on the linear
-layers: about 1e-6, not zero). ``--profile`` prints onnxruntime's profile of each explainer session by operator
-type and by node-name prefix.
+difference from lxt (float32) is printed as a sanity check, of the same preset compiled with epsilon 0 (lxt's
+linear layers are LRP-0); the float64 agreement is tests/test_transformers_lxt.py's. ``--profile`` prints
+onnxruntime's profile of each explainer session by operator type and by node-name prefix.
 
 Needs torch, transformers and lxt (the ``dev`` extra); not a test.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -46,15 +46,19 @@ AST_SHAPE = (128, 128)  # (frames, mel bins): AST's input_values layout
 CRNN_SHAPE = (1, 40, 100)  # (1, mel bins, frames)
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+def median_times(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median wall time per function, the functions timed in turn in every round (interleaved: on a shared,
+    noisy CPU each sees the same load, so their ratios are steadier than those of back-to-back series)."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _lxt_rules():
@@ -95,7 +99,6 @@ def build_ast(folder: Path, seed: int):
 
 def build_crnn(folder: Path, seed: int):
     import torch
-
     from lrp_onnx.models.crnn import CRNN, export
 
     torch.manual_seed(seed)
@@ -106,8 +109,7 @@ def build_crnn(folder: Path, seed: int):
     def reference(x: np.ndarray, targets: np.ndarray):  # no lxt rules for GRUs: plain gradient x input
         xt = torch.tensor(x, requires_grad=True)
         picked = model(xt)[torch.arange(len(xt)), torch.as_tensor(targets)]
-        (grad,) = torch.autograd.grad(picked.sum(), xt)
-        return None
+        torch.autograd.grad(picked.sum(), xt)
 
     return path, "epsilon", reference, CRNN_SHAPE
 
@@ -143,33 +145,44 @@ def _profile(explainer_path: Path, composite: str, x: np.ndarray, threads: int, 
             print(f"      {key[:60]:<60} {100 * dur / total:5.1f}%  {dur / runs / 1000:8.2f} ms")
 
 
+def _options(args):
+    """The sessions' options; without ``--spin`` the idle pool threads sleep instead of spinning (on a shared CPU,
+    one session's spinning threads slow the next measurement), alike for both sessions and for torch's OpenMP."""
+    from lrp_onnx.runtime.explainer import session_options
+
+    options = session_options(args.threads)
+    if not args.spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def bench_model(name: str, folder: Path, args, rng) -> list[dict]:
     import onnxruntime as ort
-
     from lrp_onnx.runtime import Explainer
-    from lrp_onnx.runtime.explainer import session_options
 
     path, composite, reference, shape = BUILDERS[name](folder, args.seed)
     start = time.perf_counter()
-    ex = Explainer(path, composite=composite, threads=args.threads)
+    ex = Explainer(path, composite=composite, options=_options(args))
     compile_s = time.perf_counter() - start
-    forward = ort.InferenceSession(str(path), session_options(args.threads), providers=["CPUExecutionProvider"])
+    forward = ort.InferenceSession(str(path), _options(args), providers=["CPUExecutionProvider"])
     input_name = forward.get_inputs()[0].name
     print(f"\n{name} ({composite}): compile {compile_s:.2f} s")
     print(f"{'batch':>5}  {'forward ms':>10}  {'explain ms':>10}  {'torch ms':>9}  {'explain/forward':>15}  "
           f"{'explain/torch':>13}  {'rel. L2 vs lxt':>14}")
-    rows = []
+    rows, check = [], None
     for n in args.batches:
         x = rng.standard_normal((n, *shape)).astype(np.float32)
-        repeats = args.repeats or (20 if n <= 2 else 8)
+        repeats = args.repeats or (20 if n <= 2 else 10)
         targets = ex.explain(x).targets
-        t_forward = median_time(lambda: forward.run(None, {input_name: x}), repeats)
-        t_explain = median_time(lambda: ex.explain(x, targets), repeats)
-        t_torch = median_time(lambda: reference(x, targets), repeats)
+        timed = median_times({"forward": lambda x=x: forward.run(None, {input_name: x}),
+                              "explain": lambda x=x, t=targets: ex.explain(x, t),
+                              "torch": lambda x=x, t=targets: reference(x, t)}, repeats)
+        t_forward, t_explain, t_torch = timed["forward"], timed["explain"], timed["torch"]
         ref = reference(x, targets)
         err = None
-        if ref is not None:
-            ours = ex.explain(x, targets).relevance
+        if ref is not None:  # lxt's linear layers are LRP-0: compare with the same composite at epsilon 0
+            check = check or Explainer(path, composite=composite, epsilon=0.0, options=_options(args))
+            ours = check.explain(x, targets).relevance
             err = float(np.median(np.linalg.norm((ours - ref).reshape(n, -1), axis=1)
                                   / np.linalg.norm(ref.reshape(n, -1), axis=1)))
         row = {"model": name, "batch": n, "forward_ms": 1e3 * t_forward, "explain_ms": 1e3 * t_explain,
@@ -192,9 +205,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads = torch threads")
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per measurement (default: by batch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spin", action="store_true",
+                        help="let idle onnxruntime and OpenMP threads spin (their default)")
     parser.add_argument("--profile", action="store_true", help="also print onnxruntime's profile of the explainer")
     parser.add_argument("--json-out", type=Path, help="write the rows (and the load average) as JSON here")
     args = parser.parse_args(argv)
+    if not args.spin:  # torch's OpenMP threads, like onnxruntime's, sleep when idle (read when torch loads)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import onnxruntime as ort
     import torch
@@ -205,7 +222,7 @@ def main(argv=None) -> int:
           f"load average {load_before[0]:.2f}")
     rng = np.random.default_rng(args.seed)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(sys.stderr):
+    with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             rows += bench_model(name, Path(tmp), args, rng)
     load_after = os.getloadavg()
@@ -215,8 +232,8 @@ def main(argv=None) -> int:
     print(f"\nload average {load_after[0]:.2f} (1 min) at the end; targets: explain <= 3x forward, <= 0.3x "
           "lxt/torch: " + ("met" if not missed else "MISSED " + ", ".join(missed)))
     if args.json_out:
-        payload = {"threads": args.threads, "load_average": [load_before[0], load_after[0]], "rows": rows,
-                   "onnxruntime": ort.__version__, "torch": torch.__version__}
+        payload = {"threads": args.threads, "spin": args.spin, "load_average": [load_before[0], load_after[0]],
+                   "rows": rows, "onnxruntime": ort.__version__, "torch": torch.__version__}
         tmp_out = args.json_out.with_suffix(args.json_out.suffix + ".tmp")
         tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
         tmp_out.replace(args.json_out)

@@ -24,6 +24,7 @@ class Builder:
         self._const_cache: dict[tuple, str] = {}
         #: value -> values it is known to vanish with: 0 (or NaN) wherever they are 0 (products, sums of them)
         self._factors: dict[str, frozenset[str]] = {}
+        self._products: dict[str, tuple[str, str]] = {}  # Mul output -> its two operands
         self.scope = ""
 
     # -- names and constants ---------------------------------------------------------------------
@@ -66,8 +67,14 @@ class Builder:
 
     def mul(self, a: str, b: str) -> str:
         out = self.op("Mul", [a, b])
+        self._products[out] = (a, b)
         self._factors[out] = frozenset((a, b)) | self._factors.get(a, frozenset()) | self._factors.get(b, frozenset())
         return out
+
+    def cofactor(self, x: str, factor: str) -> str | None:
+        """``t`` if ``x`` was built as ``factor * t`` (or ``t * factor``), else None."""
+        a, t = self._products.get(x, (None, None))
+        return t if a == factor else a if t == factor else None
 
     def vanishes_with(self, x: str, factor: str) -> bool:
         """Whether ``x`` was built as ``factor`` times something (or a sum of such): 0 (or NaN) where ``factor`` is 0."""
@@ -123,10 +130,20 @@ class Builder:
 
         ``rectified``: the model's ``max(denominator, 0)``. Where the numerator is known to vanish with it
         (:meth:`vanishes_with`), only ``denominator > 0`` counts, where ``stab(denominator) = rectified + epsilon``
-        exactly: one Add and one Div (elsewhere ``0 / epsilon = 0``, or ``0 / 1`` for epsilon = 0)."""
+        exactly: one Add and one Div (elsewhere ``0 / epsilon = 0``, or ``0 / 1`` for epsilon = 0). Where the
+        numerator vanishes with the denominator itself, ``sign(z) numerator / (|z| + epsilon)`` (no mask), and for
+        a numerator ``z * t``, ``|z| t / (|z| + epsilon)`` (the product ``z * t`` itself is then not read here)."""
         if rectified is not None and self.vanishes_with(numerator, rectified):
             shift = self.const(epsilon) if epsilon > 0 else self.mask(self.op("Equal", [rectified, self.const(0.0)]))
             return self.div(numerator, self.add(rectified, shift))
+        if epsilon > 0 and self.vanishes_with(numerator, denominator):  # stab(z) = sign(z) (|z| + epsilon)
+            magnitude = self.op("Abs", [denominator])
+            t = self.cofactor(numerator, denominator)
+            if t is not None:  # numerator = z * t: sign(z) * numerator = |z| * t
+                signed = self.mul(magnitude, t)
+            else:  # sign(0) = 0 only where the numerator is 0
+                signed = self.mul(numerator, self.op("Sign", [denominator]))
+            return self.div(signed, self.add(magnitude, self.const(epsilon)))
         if epsilon > 0:
             return self.div(numerator, self.stabilize(denominator, epsilon))
         is_zero = self.mask(self.op("Equal", [denominator, self.const(0.0)]))

@@ -192,7 +192,31 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
         name = f"relevance@{value}"
         g.node.append(helper.make_node("Identity", [r], [name], name=f"lrp/{name}"))
         g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    _prune_unused(g, {n.name for n in b.nodes})
     return sums
+
+
+def _prune_unused(g: onnx.GraphProto, emitted: set[str]) -> None:
+    """Drop relevance nodes (names in ``emitted``) that no graph output depends on: onnxruntime runs
+    dead nodes too."""
+    needed = {o.name for o in g.output}
+    keep = []
+    for node in reversed(g.node):
+        if node.name not in emitted or any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(_reads(node))
+    del g.node[:]
+    g.node.extend(reversed(keep))
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """A node's inputs, with the outer values read inside its subgraphs (Loop, If, Scan bodies)."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in sub.node:
+                names |= _reads(inner)
+    return names
 
 
 def _seed(b: Builder, plan: Plan, scores: str, direction: np.ndarray | None) -> tuple[str, str, str]:

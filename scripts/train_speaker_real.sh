@@ -22,8 +22,8 @@
 set -euo pipefail
 DATA=${1:?usage: scripts/train_speaker_real.sh DATA [RUN_DIR]}
 RUN=${2:-/work/runs/speaker_real2}
-EPOCHS=${EPOCHS:-30}        # stage 1: lr 1e-3
-FINE_EPOCHS=${FINE_EPOCHS:-8}  # stage 2: from stage 1's best epoch, lr 1e-4
+EPOCHS=${EPOCHS:-40}         # stage 1: lr 1e-3
+FINE_EPOCHS=${FINE_EPOCHS:-16}  # stage 2: from stage 1's best epoch, lr 1e-4
 THREADS=${THREADS:-1}
 FINAL=$RUN/final
 

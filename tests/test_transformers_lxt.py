@@ -20,6 +20,26 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("lxt")
 
+
+def _torchvision_unavailable_to_transformers() -> None:
+    """The Zennit oracle puts a torchvision stand-in into ``sys.modules`` (tests/oracle/torchvision_stub.py);
+    transformers would take it for torchvision and import ``torchvision.transforms``. Decide (and cache)
+    torchvision's availability with the stand-in out of the way."""
+    import sys
+
+    from transformers.utils import import_utils
+
+    stub = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "torchvision"}
+    try:
+        for check in (import_utils.is_torchvision_available, import_utils.is_torchvision_v2_available):
+            check.cache_clear()
+            check()
+    finally:
+        sys.modules.update(stub)
+
+
+_torchvision_unavailable_to_transformers()
+
 try:
     from oracle.lxt_reference import lxt_relevance
 except ImportError:  # tests/ collected as a package

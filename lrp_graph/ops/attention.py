@@ -17,6 +17,9 @@
 
 * ``Where(c, a, b)``: relevance follows the selection, the condition held constant.
 
+* ``Mul`` by a scalar constant inside such a function (GELU's final ``* 0.5``) or on attention scores
+  (``(Q K^T) * c``): relevance unchanged (lxt's gradient x input), not a diagonal layer with the epsilon rule.
+
 * ``Mul`` of two activations (refining :class:`.elementwise.Gate`): a product ``f(x) * g(x)`` of two
   element-wise functions of one value ``x`` (a decomposed GELU ``x * (1 + erf(x / sqrt 2)) / 2``,
   SiLU ``x * sigmoid(x)``) is one element-wise non-linearity: relevance to the factor that is an
@@ -212,6 +215,25 @@ class Product(Gate):
 
     def _activation(self, node, graph):
         return self._nonlinearity(node, graph) or super()._activation(node, graph)
+
+    def _inner_scale(self, node, graph) -> bool:
+        """A scalar constant scale that is part of a function of activations rather than a layer: the end of a
+        decomposed GELU (``(x * (1 + erf(x / sqrt 2))) * 0.5``) or the scaling of attention scores (``(Q K^T) * c``):
+        relevance unchanged, as lxt's gradient x input passes a constant scale (the identity rule on the whole
+        GELU), instead of a diagonal layer with its epsilon (which costs 8 element-wise passes)."""
+        carriers = graph.carrier_inputs(node)
+        if len(carriers) != 1 or len(node.input) != 2:
+            return False
+        scale = graph.const(node.input[1 - carriers[0]])
+        producer = graph.producer.get(node.input[carriers[0]])
+        if scale is None or scale.size != 1 or producer is None:
+            return False
+        if producer.op_type == "Mul":
+            return self._nonlinearity(producer, graph) is not None
+        return producer.op_type == "MatMul" and len(graph.carrier_inputs(producer)) == 2
+
+    def layer(self, node, graph):
+        return None if self._inner_scale(node, graph) else super().layer(node, graph)
 
     def _split(self, node, graph) -> bool:
         return len(graph.carrier_inputs(node)) == 2 and self._activation(node, graph) is None

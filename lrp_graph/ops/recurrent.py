@@ -30,9 +30,11 @@ from onnx import helper
 from ..rules import Norm
 from .base import OpHandler, register_op
 from .recurrent_steps import (
+    Direction,
     cell_states,
     gru_relevance,
     lstm_relevance,
+    masked,
     previous_states,
     step_mask,
     zeros_state,
@@ -97,7 +99,7 @@ class Recurrent(OpHandler):
         weights = _weights(node, graph, hidden)
         mask = step_mask(b, x, lens)
         relevance = list(relevance) + [None] * (3 - len(relevance))
-        x_parts, states = [], {i: [] for i in self._state_inputs(node)}
+        prepared = []
         for d in range(directions):
             params = {k: v[d] for k, v in weights.items()}
             y = b.op("Gather", [node.output[0], b.const(d, np.int64)], axis=1)
@@ -111,10 +113,14 @@ class Recurrent(OpHandler):
             if node.op_type == "LSTM":
                 c0 = initial[1] if initial[1] is not None else zeros_state(b, y)
                 r_c = _direction_relevance(b, relevance[2], d, axis=0) or zeros_state(b, y)
-                r_x, r_states = _lstm_direction(b, params, inputs, c0, r_y, r_h, r_c)
+                prepared.append(_lstm_direction(b, params, inputs, c0, r_y, r_h, r_c))
             else:
-                r_x, r_states = _gru_direction(b, params, inputs, attrs, r_y, r_h)
-            x_parts.append(r_x)
+                prepared.append(_gru_direction(b, params, inputs, attrs, r_y, r_h))
+        run = lstm_relevance if node.op_type == "LSTM" else gru_relevance
+        looped = run(b, [direction for direction, _ in prepared], mask)
+        x_parts, states = [], {i: [] for i in self._state_inputs(node)}
+        for (_, finish), (r_states, (r_steps,)) in zip(prepared, looped):
+            x_parts.append(finish(r_steps))
             for i, r in zip(self._state_inputs(node), r_states):
                 states[i].append(b.op("Unsqueeze", [r, b.ints([0])]))
         result = [(x, b.sum(x_parts))]
@@ -153,7 +159,8 @@ def _gates(b, params, x, h_prev, gates):
 
 
 def _lstm_direction(b, params, inputs, c0, r_y, r_h, r_c):
-    """One LSTM direction: the input's relevance and that of (h0, c0)."""
+    """One LSTM direction: its relevance loop (:class:`.recurrent_steps.Direction`) and the input's relevance
+    from the loop's output."""
     x, h_prev, h0, mask, rev, eps = inputs
     (xi, xo, xf, xc), (hi, ho, hf, hc) = _gates(b, params, x, h_prev, 4)
     i = b.op("Sigmoid", [b.add(xi, hi)])
@@ -164,14 +171,14 @@ def _lstm_direction(b, params, inputs, c0, r_y, r_h, r_c):
     keep = b.safe_divide(b.mul(f, c_prev), c_t, eps)
     mix = b.safe_divide(b.safe_divide(written, c_t, eps), z_g, eps)
     hidden = params["R"].shape[1]
-    recurrent = b.const(params["R"][3 * hidden:])
-    r_h0, r_c0, ratios = lstm_relevance(b, r_h, r_c, r_y, keep, mix, h_prev, recurrent, mask, rev)
-    r_x = b.mul(x, b.op("MatMul", [ratios, b.const(params["W"][3 * hidden:])]))
-    return r_x, [r_h0, r_c0]
+    direction = Direction([r_h, r_c], [r_y, keep, mix, h_prev], params["R"][3 * hidden:], rev)
+    return direction, lambda r_c: b.mul(x, b.op("MatMul", [b.mul(r_c, masked(b, mix, mask)),
+                                                           b.const(params["W"][3 * hidden:])]))
 
 
 def _gru_direction(b, params, inputs, attrs, r_y, r_h):
-    """One GRU direction: the input's relevance and that of h0."""
+    """One GRU direction: its relevance loop (:class:`.recurrent_steps.Direction`) and the input's relevance
+    from the loop's output."""
     x, h_prev, h0, mask, rev, eps = inputs
     (xz, xr, xn), (hz, hr, un) = _gates(b, params, x, h_prev, 3)
     z = b.op("Sigmoid", [b.add(xz, hz)])
@@ -181,19 +188,23 @@ def _gru_direction(b, params, inputs, attrs, r_y, r_h):
     if attrs.get("linear_before_reset", 0):
         gated = b.mul(r, un)
         a = b.add(xn, gated)
-        signal, scale = h_prev, b.safe_divide(gated, un, eps)
+        signal, mixed = h_prev, b.safe_divide(gated, un, eps)
     else:  # n = tanh(W_n x + Wb_n + U_n (r h) + Rb_n): the recurrent part recomputed on r * h
         signal = b.mul(r, h_prev)
         a = b.add(xn, b.add(b.op("MatMul", [signal, b.const(recurrent_n.T)]), b.const(params["Rb"][2 * hidden:])))
-        scale = b.op("Expand", [b.const(1.0), b.shape_of(signal)])
+        mixed = None
     n = b.op("Tanh", [a])
     new_part = b.mul(b.sub(b.const(1.0), z), n)
     h_t = b.add(b.mul(z, h_prev), new_part)
     keep = b.safe_divide(b.mul(z, h_prev), h_t, eps)
     mix = b.safe_divide(b.safe_divide(new_part, h_t, eps), a, eps)
-    r_h0, ratios = gru_relevance(b, r_h, r_y, keep, mix, signal, scale, b.const(recurrent_n), mask, rev)
-    r_x = b.mul(x, b.op("MatMul", [ratios, b.const(params["W"][2 * hidden:])]))
-    return r_x, [r_h0]
+    mixed = mix if mixed is None else b.mul(mix, mixed)  # mix * scale (the reset gate's share), see gru_relevance
+    # past a sample's length: R_Y = 0, keep = 1, mix = 0, so the loop's step leaves R_h as it is (no Where in it)
+    one = b.const(1.0)
+    sequences = [masked(b, r_y, mask), b.op("Where", [mask, keep, one]), masked(b, mixed, mask), signal]
+    direction = Direction([r_h], sequences, recurrent_n, rev)
+    return direction, lambda r_h: b.mul(x, b.op("MatMul", [b.mul(r_h, masked(b, mix, mask)),
+                                                           b.const(params["W"][2 * hidden:])]))
 
 
 register_op("LSTM", Recurrent)

@@ -9,6 +9,7 @@ state ``Y`` does not give) and the relevance going backwards in time. Steps past
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -101,19 +102,55 @@ def cell_states(b: Builder, c0: str, forget: str, written: str, mask: str, rever
     return c_t, c_prev
 
 
-def lstm_relevance(b: Builder, r_h: str, r_c: str, r_y: str, keep: str, mix: str, h_prev: str,
-                   recurrent: str, mask: str, reverse: bool) -> tuple[str, str, str]:
-    """Relevance backwards in time through one LSTM direction. Per step (``keep = f c_{t-1} / stab(c_t)``,
-    ``mix = i g / stab(c_t) / stab(z_g)``)::
+@dataclass
+class Direction:
+    """One direction of a recurrent node, ready for the relevance loop: the relevance ``states`` entering at the
+    end of the sequence (N, H) each, the loop's per-step ``sequences`` (T, N, *) in time order, the
+    ``recurrent`` weights of the step's MatMul, and whether the node ran it last to first (``reverse``)."""
+
+    states: list
+    sequences: list
+    recurrent: np.ndarray
+    reverse: bool
+
+
+def joint_scan(b: Builder, hint: str, directions: list[Direction], mask: str, step, n_out: int):
+    """One ``Scan`` for every direction of a node (half the loop steps of a bidirectional node): the directions
+    are stacked on a new axis (states (D, N, H), sequences (T, D, N, *), weights (D, H, K)), those running the
+    other way flipped in time. Returns per direction ``(final states, scan outputs in time order)``."""
+    order = not directions[0].reverse  # the relevance runs against the node's order
+
+    def flip(d, v):
+        if directions[d].reverse == directions[0].reverse:
+            return v
+        return b.op("Slice", [v, b.ints([-1]), b.ints([np.iinfo(np.int64).min]), b.ints([0]), b.ints([-1])])
+
+    def stack(values, axis):
+        parts = [b.op("Unsqueeze", [v, b.ints([axis])]) for v in values]
+        return parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=axis)
+
+    states = [stack(group, 0) for group in zip(*(d.states for d in directions))]
+    sequences = [stack([flip(d, v) for d, v in enumerate(group)], 1)
+                 for group in zip(*(d.sequences + [mask] for d in directions))]
+    recurrent = b.const(np.stack([d.recurrent for d in directions]).astype(np.float32))
+    results = scan(b, hint, states, sequences, lambda b, st, sl, m: step(b, st, sl, m, recurrent), n_out, order)
+    finals, outs = results[:len(states)], results[len(states):]
+    pick = lambda v, d, axis: b.op("Gather", [v, b.const(d, np.int64)], axis=axis)
+    return [([pick(v, d, 0) for v in finals], [flip(d, pick(v, d, 1)) for v in outs]) for d in range(len(directions))]
+
+
+def lstm_relevance(b: Builder, directions: list[Direction], mask: str):
+    """Relevance backwards in time through the directions of an LSTM. Per step (sequences ``R_Y[t]``,
+    ``keep = f c_{t-1} / stab(c_t)``, ``mix = i g / stab(c_t) / stab(z_g)``, ``h_{t-1}``)::
 
         R_h = R_h' + R_Y[t];  R_c = R_c' + R_h          (h = o tanh(c): all to c)
         s = R_c * mix                                    (the cell input's epsilon ratio)
         R_c' <- R_c * keep;  R_h' <- h_{t-1} * (s @ R_g)   (R_g: recurrent weights of g)
 
-    Returns the relevance of h0 and c0 and the ratios ``s`` for all steps (T, N, H): the loop emits ``R_c``,
-    ``s`` is formed for all steps at once after it (zero past a sample's length)."""
+    Per direction: the relevance of (h0, c0) and ``R_c`` for all steps (``s = R_c * mix`` is formed after the
+    loop, zero past a sample's length: see :func:`masked`)."""
 
-    def step(b, states, slices, m):
+    def step(b, states, slices, m, recurrent):
         (rh, rc), (ry, k, x, hp) = states, slices
         rh = b.add(rh, ry)
         rc_in = b.add(rc, rh)
@@ -121,33 +158,30 @@ def lstm_relevance(b: Builder, r_h: str, r_c: str, r_y: str, keep: str, mix: str
         new_c = b.mul(rc_in, k)
         return [b.op("Where", [m, new_h, rh]), b.op("Where", [m, new_c, rc])], [rc_in]
 
-    r_h0, r_c0, r_c = scan(b, "lstm_lrp", [r_h, r_c], [r_y, keep, mix, h_prev, mask], step, 1, not reverse)
-    return r_h0, r_c0, b.mul(r_c, _masked(b, mix, mask))
+    return joint_scan(b, "lstm_lrp", directions, mask, step, 1)
 
 
-def gru_relevance(b: Builder, r_h: str, r_y: str, keep: str, mix: str, signal: str, scale: str,
-                  recurrent: str, mask: str, reverse: bool) -> tuple[str, str]:
-    """Relevance backwards in time through one GRU direction. Per step (``keep = z h_{t-1} / stab(h_t)``,
-    ``mix = (1 - z) n / stab(h_t) / stab(a)``, ``a`` the candidate's pre-activation)::
+def gru_relevance(b: Builder, directions: list[Direction], mask: str):
+    """Relevance backwards in time through the directions of a GRU. Per step (sequences ``R_Y[t]``,
+    ``keep = z h_{t-1} / stab(h_t)``, ``mix * scale`` with ``mix = (1 - z) n / stab(h_t) / stab(a)``, ``a`` the
+    candidate's pre-activation, and ``signal``)::
 
         R_h = R_h' + R_Y[t];  s = R_h * mix
         R_h' <- R_h * keep + signal * ((s * scale) @ R_n)   (R_n: recurrent weights of n)
 
-    (``signal``, ``scale``: see :func:`.recurrent.gru_ratios`). Returns the relevance of h0 and ``s``. The loop
-    holds only the recurrence (``mix * scale`` formed before it, ``s`` for all steps after it from the emitted
-    ``R_h``): fewer nodes per step."""
+    (``signal``, ``scale``: see :func:`.recurrent._gru_direction`). Per direction: the relevance of h0 and
+    ``R_h`` for all steps (``s = R_h * mix`` is formed after the loop: the loop holds only the recurrence). Past a
+    sample's length the sequences hold ``R_Y = 0``, ``keep = 1``, ``mix * scale = 0``: the step leaves ``R_h``."""
 
-    def step(b, states, slices, m):
+    def step(b, states, slices, m, recurrent):
         (rh,), (ry, k, xq, v) = states, slices
         rh_in = b.add(rh, ry)
         new = b.add(b.mul(rh_in, k), b.mul(v, b.op("MatMul", [b.mul(rh_in, xq), recurrent])))
-        return [b.op("Where", [m, new, rh])], [rh_in]
+        return [new], [rh_in]  # masked steps: the sequences make the step an identity (see _gru_direction)
 
-    mixed = b.mul(mix, scale)
-    r_h0, r_in = scan(b, "gru_lrp", [r_h], [r_y, keep, mixed, signal, mask], step, 1, not reverse)
-    return r_h0, b.mul(r_in, _masked(b, mix, mask))
+    return joint_scan(b, "gru_lrp", directions, mask, step, 1)
 
 
-def _masked(b: Builder, x: str, mask: str) -> str:
+def masked(b: Builder, x: str, mask: str) -> str:
     """``x`` where the step mask holds, else 0."""
     return b.op("Where", [mask, x, b.const(0.0)])

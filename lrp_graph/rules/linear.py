@@ -102,12 +102,24 @@ class Gamma(LinearRule):
         (``w- = w - w+``): ``stab(z+) = z + q`` where ``z > 0``, ``stab(z-) = (1 + gamma) z - q`` where
         ``z < 0``, one denominator ``D = z + q + [z < 0] (gamma z - 2 q)`` (``q > 0`` at ``z = 0``) serves both.
         Nothing cancels much: where each is used, its terms share its sign. Masks multiply (``Cast``,
-        ``Mul``), as onnxruntime's CPU ``Where`` is slow on tensors."""
+        ``Mul``), as onnxruntime's CPU ``Where`` is slow on tensors. Where the model applies a Relu to ``z``
+        and ``R`` vanishes with its output ``y`` (``R = y * ...``), ``s- = 0`` and ``s+ = R / (y + q)``; where ``R``
+        is the product ``z t`` (a residual sum's Norm rule), ``s+ = z+ t / (z+ + q)``, ``s- = z- t / ((1 + gamma) z- - q)``."""
         g, eps = self.gamma, self.stabilizer
         w, bias = layer.weight, layer.bias
         w_up, w_down = w + g * pos(w), w + g * neg(w)
         shift = g * pos(bias) + eps if bias is not None else np.full(1, eps, np.float32) if eps > 0 else None
         q = layer.forward(b, x, g * pos(w), shift)
+        y = layer.rectified()
+        if eps > 0 and y is not None and b.vanishes_with(R, y):
+            # R = 0 where z <= 0: s- = 0, and s+ = R / (max(z, 0) + q) (q >= eps > 0)
+            return b.mul(x, layer.gradient(b, b.div(R, b.add(y, q)), w_up))
+        t = b.cofactor(R, layer.z)
+        if eps > 0 and t is not None:  # R = z t: s+ = z+ t / (z+ + q), s- = z- t / ((1 + gamma) z- - q), no masks
+            zp, zn = b.positive(layer.z), b.negative(layer.z)
+            s_up = b.div(b.mul(zp, t), b.add(zp, q))
+            s_down = b.div(b.mul(zn, t), b.sub(b.mul(zn, b.const(1.0 + g)), q))
+            return b.mul(x, b.add(layer.gradient(b, s_up, w_up), layer.gradient(b, s_down, w_down)))
         z, zero = layer.z, b.const(0.0)
         up, down = b.mask(b.op("Greater", [z, zero])), b.mask(b.op("Less", [z, zero]))
         wrong_side = b.sub(b.mul(z, b.const(g)), b.mul(q, b.const(2.0)))
