@@ -233,6 +233,7 @@ def test_web_command_writes_a_site_and_refuses_bad_destinations(onnxruntime_web,
     assert result.rc == 0, result.err
     config = json.loads((out / "site.json").read_text())
     assert config["composite"] == "epsilon" and config["labels"] == ["male", "female"]
+    assert config["probabilities"] == "softmax"  # read as the Python runtime reads them (runtime.scores)
     assert all((out / name).is_file() for name in config["files"])
     assert cli("web", MODEL, "-o", out).rc == 0  # a site built before is replaced
     foreign = tmp_path / "photos"

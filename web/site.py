@@ -61,6 +61,7 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
     before. Returns the site's ``site.json`` content.
     """
     from ..runtime.explainer import Explainer
+    from ..runtime.scores import explainer_reading
 
     output = Path(output)
     _check_destination(output)
@@ -81,6 +82,7 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
         "target": TARGET_INPUT,
         "shape": list(spec.shape),
         "labels": explainer.labels,
+        "probabilities": explainer_reading(explainer),  # how logits read as probabilities (runtime.scores)
         "task": explainer.metadata.task,
         "features": json.loads(spec.model_dump_json()),
         "composite": explainer.composite.name,

@@ -17,11 +17,20 @@ function softmax(logits) {
   return e.map((v) => v / s);
 }
 
+// how the logits read as probabilities, as the Python runtime decides it (site.json "probabilities")
+function probabilities(logits, reading) {
+  if (reading === "softmax") return softmax(logits);
+  if (reading === "sigmoid") return Array.from(logits, (v) => 1 / (1 + Math.exp(-v)));
+  return null;
+}
+
 function show(result, name, config) {
   $("result").hidden = false;
   $("prediction").textContent = result.label;
-  const p = softmax(result.logits), labels = config.labels || p.map((_, i) => String(i));
-  $("scores").textContent = "(" + labels.map((l, i) => `${l} ${(100 * p[i]).toFixed(1)} %`).join(", ") + ")";
+  const p = probabilities(result.logits, config.probabilities);
+  const labels = config.labels || Array.from(result.logits, (_, i) => String(i));
+  $("scores").textContent = "(" + labels.map((l, i) => p ? `${l} ${(100 * p[i]).toFixed(1)} %`
+                                                         : `${l} ${result.logits[i].toFixed(3)}`).join(", ") + ")";
   const seconds = config.features.length / config.features.sample_rate;
   $("note").textContent = result.cropped
     ? `The recording is longer than the model's ${seconds} s window: cropped to its loudest ${seconds} s window ` +
