@@ -52,7 +52,7 @@ def make_service(model_path: str, host: str = "127.0.0.1", port: int = 8080, thr
         providers=default_providers(),                          # CUDA when available, else CPU
         batch_size=32,                                          # most samples per session run
     )
-    labels = explainer.labels or [str(k) for k in range(explainer.num_classes)]
+    labels = explainer.labels or [str(k) for k in range(explainer.num_classes or 0)]
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)
@@ -73,7 +73,8 @@ def make_service(model_path: str, host: str = "127.0.0.1", port: int = 8080, thr
                 return self._reply(400, {"error": str(exc)})
             except (ValueError, KeyError, TypeError) as exc:
                 return self._reply(400, {"error": f"bad request: {exc}"})
-            answer = {"labels": [labels[k] for k in logits.argmax(axis=1)], "logits": logits.tolist()}
+            answer = {"labels": [labels[k] if k < len(labels) else str(k) for k in logits.argmax(axis=1)],
+                      "logits": logits.tolist()}
             if relevance is not None:
                 answer["relevance"] = relevance.tolist()
             self._reply(200, answer)

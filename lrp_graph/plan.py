@@ -149,7 +149,7 @@ def _explained_value(graph: Graph) -> tuple[str, int | None, str | None]:
             probe = graph.producer.get(inner)
         if probe is None or not _is_output_normaliser(probe) or probe.input[0] not in graph.carriers:
             break
-        value, stripped = probe.input[0], probe.op_type
+        value, stripped = probe.input[0], _normaliser_name(probe, graph)
         node = graph.producer.get(value)
     if value not in graph.carriers:
         raise UnsupportedOperatorError(f"output '{graph.output_name}' does not depend on the model input")
@@ -215,6 +215,19 @@ def _keeps_batch(node: onnx.NodeProto, graph: Graph) -> bool:
 
 #: nodes that only reshape or copy their first input
 _RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def _normaliser_name(node: onnx.NodeProto, graph: Graph) -> str:
+    """The op type of a stripped normaliser (``"Softmax"``, ``"LogSoftmax"``, ``"Sigmoid"``), or
+    ``"Softmax(axis=K)"`` for a (Log)Softmax over one axis of a larger output (per frame, per position):
+    the explained scores then do not read as one distribution per sample."""
+    if node.op_type not in ("Softmax", "LogSoftmax"):
+        return node.op_type
+    shape = graph.shape(node.input[0])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+    if shape is not None and len(shape) == 2 and axis in (1, -1):
+        return node.op_type
+    return f"{node.op_type}(axis={axis})"
 
 
 def _is_output_normaliser(node: onnx.NodeProto) -> bool:

@@ -219,7 +219,7 @@ def check_target(target: str, explainer, corpus: Corpus) -> str | int:
         return explainer.labels.index(target)
     if target.isdigit() and (explainer.num_classes is None or int(target) < explainer.num_classes):
         return int(target)
-    known = ", ".join(explainer.labels or []) or f"0 to {explainer.num_classes - 1}"
+    known = ", ".join(explainer.labels or []) or explainer.class_range()
     raise InputError(f"--target {target!r}: expected pred, label or a class of the model ({known})")
 
 

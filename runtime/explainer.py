@@ -270,9 +270,15 @@ class Explainer:
             raise InputError(f"target {int(t[bad][0])} has no meaning with a direction: the one explained score "
                              "is w . y (target 0 or -1)")
         if bad.any():
-            raise InputError(f"target {int(t[bad][0])} is out of range: the model has {self.num_classes} classes "
-                             f"(0 to {self.num_classes - 1})")
+            raise InputError(f"target {int(t[bad][0])} is out of range: the model has {self.class_range()}")
         return np.ascontiguousarray(t)
+
+    def class_range(self) -> str:
+        """The explainable scores in words: ``"2 classes (0 to 1)"``, or for an output whose number of
+        scores depends on the input (frames), ``"a number of scores that depends on the input (0 or more)"``."""
+        if self.num_classes is None:
+            return "a number of scores that depends on the input (0 or more)"
+        return f"{self.num_classes} classes (0 to {self.num_classes - 1})"
 
     def score_index(self, *position: int) -> int:
         """The target index of one score of an output of any rank: ``score_index(t, c)`` is frame

@@ -223,10 +223,10 @@ def _map_npz_labels(data: NpzData, model_labels: list[str] | None, num_classes: 
                              f"is outside its {len(data.names)} label names")
         lookup = np.asarray([model_labels.index(n) if n in model_labels else -1 for n in data.names])
         return lookup[y]
-    bad = (y < 0) | (y >= num_classes)
+    bad = (y < 0) | (y >= (num_classes if num_classes is not None else np.iinfo(np.int64).max))
     if bad.any():
-        raise InputError(f"{data.path}: label {int(y[bad][0])} is not a class of the model "
-                         f"(it has {num_classes}: 0 to {num_classes - 1})")
+        known = "0 or more" if num_classes is None else f"it has {num_classes}: 0 to {num_classes - 1}"
+        raise InputError(f"{data.path}: label {int(y[bad][0])} is not a class of the model ({known})")
     return y
 
 
@@ -308,7 +308,7 @@ def _label_indices(names: Sequence[str], paths: Sequence, explainer, where: Path
         elif name.isdigit() and (explainer.num_classes is None or int(name) < explainer.num_classes) and not any(k.isdigit() for k in known or []):
             out[i] = int(name)  # a class index, where the class names are not numbers themselves
         else:
-            what = f"classes {', '.join(known)}" if known else f"{explainer.num_classes} classes (0 to {explainer.num_classes - 1})"
+            what = f"classes {', '.join(known)}" if known else explainer.class_range()
             raise InputError(f"{where}: label {name!r} (of {paths[i]}) is not a class of the model; it knows {what}")
     return out
 

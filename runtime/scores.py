@@ -5,6 +5,8 @@ The compiled explainer's ``logits`` are the scores *before* a final normaliser, 
 strips and records (``"stripped"`` in the metadata entry ``lrp_onnx.explainer``). They read as:
 
     stripped "Softmax" or "LogSoftmax"  softmax(z) over the scores of a sample
+    stripped "Softmax(axis=K)"           none: a softmax over one axis of a larger output (per frame,
+                                         per position), not one distribution over a sample's scores
     stripped "Sigmoid"                   1 / (1 + exp(-z)) per score (not normalised across scores:
                                          an (N, 1) detector's probability is sigmoid(z), not 100 %)
     nothing stripped, class names        softmax(z): the model's metadata names one class per score
@@ -40,6 +42,8 @@ def reading(stripped: str | None, *, named_classes: bool = False, direction: boo
         return "softmax"
     if stripped == "Sigmoid":
         return "sigmoid"
+    if stripped is not None:  # a normaliser over part of the output, e.g. "Softmax(axis=-1)" per frame
+        return None
     return "softmax" if named_classes else None
 
 

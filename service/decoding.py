@@ -223,6 +223,5 @@ def resolve_target(served: ServedModel, explainer: Explainer, target: Any, n: in
 
 
 def _out_of_range(served: ServedModel):
-    n = served.default.num_classes
-    raise ApiError(422, f"target of more than {MAX_TARGET_DIGITS} digits is out of range: the model has {n} "
-                        f"classes (0 to {n - 1})")
+    raise ApiError(422, f"target of more than {MAX_TARGET_DIGITS} digits is out of range: the model has "
+                        f"{served.default.class_range()}")

@@ -153,8 +153,14 @@ class Pipeline:
         size, n = self.limits.max_batch, len(inputs[0])
         if n <= size:
             return await self.run_job(key, fn, *inputs, deadline=deadline)
-        parts = await asyncio.gather(*(self.run_job(key, fn, *(a[i : i + size] for a in inputs), deadline=deadline)
-                                       for i in range(0, n, size)))
+        jobs = [asyncio.ensure_future(self.run_job(key, fn, *(a[i : i + size] for a in inputs), deadline=deadline))
+                for i in range(0, n, size)]
+        try:
+            parts = await asyncio.gather(*jobs)
+        except BaseException:  # one chunk refused or late: the others' work is wasted, cancel it
+            for job in jobs:
+                job.cancel()
+            raise
         return tuple(np.concatenate(outputs) for outputs in zip(*parts))
 
     # -- endpoints --------------------------------------------------------------------------

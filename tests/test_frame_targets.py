@@ -103,3 +103,30 @@ def test_frame_and_class_on_the_command_line(cli, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "r.npy"), reference(x, 5, 1), rtol=1e-5, atol=1e-6)
     bad = cli("explain", tmp_path / "frames.onnx", tmp_path / "x.npy", "--target", "1,x")
     assert bad.rc == 2 and "frame,class" in bad.err and "Traceback" not in bad.err
+
+
+def test_a_per_frame_softmax_gives_no_probabilities_over_the_flattened_scores(tmp_path):
+    """The softmax the compiler strips normalises each frame; one softmax over all T * C scores would be
+    wrong, so the scores do not read as probabilities (``runtime.scores``)."""
+    import onnx
+
+    from lrp_onnx import Explainer
+    from lrp_onnx.runtime.scores import explainer_reading
+
+    onnx.save(frame_model(), tmp_path / "frames.onnx")
+    explainer = Explainer(tmp_path / "frames.onnx", cache=False)
+    assert explainer.stripped == "Softmax(axis=-1)" and explainer_reading(explainer) is None
+    with pytest.raises(InputError, match="depends on the input"):
+        explainer.check_target(-2, 1)
+
+
+def test_corpus_commands_take_a_per_frame_model(cli, tmp_path):
+    import onnx
+
+    onnx.save(frame_model(), tmp_path / "frames.onnx")
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((4, 6, 4)).astype(np.float32), y=np.array([0, 5, 17, 2]))
+    res = cli("batch", tmp_path / "frames.onnx", tmp_path / "d.npz", "-o", tmp_path / "out", "--target", "label")
+    assert res.rc == 0, res.err
+    bad = cli("batch", tmp_path / "frames.onnx", tmp_path / "d.npz", "-o", tmp_path / "out2", "--target", "foo")
+    assert bad.rc == 2 and "depends on the input" in bad.err and "Traceback" not in bad.err

@@ -182,6 +182,15 @@ _ELEMENTWISE = ("Mul", "Div", "Add", "Sub", "Erf", "Tanh", "Sigmoid", "Pow", "Ne
 _AFFINE = ("Mul", "Div", "Add", "Sub", "Neg", "Identity", "Cast")
 
 
+def _built_with(name, graph, ops, depth=12) -> bool:
+    """Whether the element-wise chain that computes ``name`` holds one of ``ops``."""
+    node = graph.producer.get(name)
+    if depth == 0 or node is None or node.op_type not in _ELEMENTWISE:
+        return False
+    return node.op_type in ops or any(_built_with(node.input[i], graph, ops, depth - 1)
+                                      for i in graph.carrier_inputs(node))
+
+
 def _elementwise_root(name, graph, depth=12):
     """``(root, affine)``: the value ``name`` is an element-wise function of (affine: an affine one)."""
     node = graph.producer.get(name)
@@ -228,8 +237,10 @@ class Product(Gate):
         producer = graph.producer.get(node.input[carriers[0]])
         if scale is None or scale.size != 1 or producer is None:
             return False
-        if producer.op_type == "Mul":
-            return self._nonlinearity(producer, graph) is not None
+        if producer.op_type == "Mul":  # GELU only (an Erf or Tanh in its gate), not SiLU, Mish, HardSwish
+            signal = self._nonlinearity(producer, graph)
+            gate = next((n for n in producer.input[:2] if n != signal), None)
+            return signal is not None and gate is not None and _built_with(gate, graph, ("Erf", "Tanh"))
         return producer.op_type == "MatMul" and len(graph.carrier_inputs(producer)) == 2
 
     def layer(self, node, graph):
