@@ -39,6 +39,10 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
     _modernise_ir(proto)  # before the checker: IR 3 files that leave an initializer out of the inputs run in ORT
     _check_structure(proto, where)
     proto = _normalise_opset(proto, where)
+    # shapes come from the graph itself, not from the file's value_info: exporters write stale entries
+    # (torch 2.13's dynamo exporter pins a symbolic time axis after LSTM/GRU to the example's length),
+    # and a static size the model does not have would silently rescale relevance at other sizes
+    del proto.graph.value_info[:]
     try:
         proto = shape_inference.infer_shapes(proto, data_prop=True)
     except Exception as exc:  # onnx raises several types here
