@@ -32,9 +32,11 @@ import numpy as np
 TARGETS = {"forward": 3.0, "zennit": 0.4}
 
 
-def stub_torchvision() -> None:
+def stub_torchvision(basic_block=None) -> None:
     """zennit 0.5.1 imports ``torchvision.models.resnet`` at import time; the CUDA torchvision wheel does not
-    import beside the CPU torch, and the AlexNet needs none of it: provide the two names zennit reads."""
+    import beside the CPU torch: provide the two names zennit reads. ``basic_block`` stands in for
+    torchvision's BasicBlock (a class with its attribute names and forward lets Zennit's ResNet canonizer
+    recognise the blocks); the AlexNet needs none."""
     if "torchvision" in sys.modules:
         return
     from torch import nn
@@ -47,7 +49,7 @@ def stub_torchvision() -> None:
     class Bottleneck(nn.Module):
         expansion = 4
 
-    resnet.BasicBlock, resnet.Bottleneck = BasicBlock, Bottleneck
+    resnet.BasicBlock, resnet.Bottleneck = basic_block or BasicBlock, Bottleneck
     models = types.ModuleType("torchvision.models")
     models.resnet = resnet
     torchvision = types.ModuleType("torchvision")
@@ -101,16 +103,18 @@ def export_alexnet(folder: Path, seed: int) -> tuple[object, Path]:
     return model, path
 
 
-def profile_explainer(model_path: Path, composite: str, kwargs: dict, x: np.ndarray, threads: int, folder: Path):
-    """Per-node-type and per-node time of the explainer session (onnxruntime profiling)."""
+def kernel_times(model_path: Path, composite: str, kwargs: dict, x: np.ndarray, threads: int, folder: Path,
+                 runs: int = 5, options=None) -> tuple[dict[str, float], dict[str, float]]:
+    """Kernel time (microseconds, summed over ``runs`` explanations) per operator type and per node,
+    from onnxruntime's profiler."""
     from lrp_onnx.runtime import Explainer
     from lrp_onnx.runtime.explainer import session_options
 
-    options = session_options(threads)
+    options = options or session_options(threads)
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / "ort_profile")
     ex = Explainer(model_path, composite=composite, options=options, **kwargs)
-    for _ in range(5):
+    for _ in range(runs):
         ex.explain(x)
     events = json.loads(Path(ex.session.end_profiling()).read_text())
     by_type: dict[str, float] = defaultdict(float)
@@ -120,6 +124,12 @@ def profile_explainer(model_path: Path, composite: str, kwargs: dict, x: np.ndar
             continue
         by_type[ev["args"].get("op_name", "?")] += ev["dur"]
         by_node[ev["name"][: -len("_kernel_time")]] += ev["dur"]
+    return by_type, by_node
+
+
+def profile_explainer(model_path: Path, composite: str, kwargs: dict, x: np.ndarray, threads: int, folder: Path):
+    """Print the per-node-type and per-node time of the explainer session (onnxruntime profiling)."""
+    by_type, by_node = kernel_times(model_path, composite, kwargs, x, threads, folder)
     total = sum(by_type.values()) or 1.0
     print(f"\nonnxruntime profile of the explainer, batch {len(x)} (5 runs), share of kernel time:")
     for op, dur in sorted(by_type.items(), key=lambda kv: -kv[1])[:12]:

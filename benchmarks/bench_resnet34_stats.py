@@ -39,13 +39,13 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_explain import profile_explainer
+from bench_explain import stub_torchvision as stub_torchvision_with
 
 TARGETS = {"forward": 3.0, "zennit": 0.2}
 COMPOSITE = "paper-resnet"
@@ -54,25 +54,11 @@ FRAMES = 200
 
 
 def stub_torchvision() -> None:
-    """zennit 0.5.1 imports ``torchvision.models.resnet`` at import time (the CUDA torchvision wheel does not
-    import beside the CPU torch). Our BasicBlock has torchvision's attribute names and forward: stand it in
+    """Zennit's torchvision import, with our BasicBlock (torchvision's attribute names and forward) standing in
     for torchvision's, so that Zennit's ResNet canonizer recognises the blocks."""
-    if "torchvision" in sys.modules:
-        return
     from lrp_onnx.models.resnet import BasicBlock
-    from torch import nn
 
-    resnet = types.ModuleType("torchvision.models.resnet")
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-    resnet.BasicBlock, resnet.Bottleneck = BasicBlock, Bottleneck
-    models = types.ModuleType("torchvision.models")
-    models.resnet = resnet
-    torchvision = types.ModuleType("torchvision")
-    torchvision.models = models
-    sys.modules.update({"torchvision": torchvision, "torchvision.models": models, "torchvision.models.resnet": resnet})
+    stub_torchvision_with(BasicBlock)
 
 
 def build_model(seed: int):

@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_explain import kernel_times
+
 TARGETS = {"forward": 3.0, "torch": 0.3}
 AST_MODULE = "audio_spectrogram_transformer.modeling_audio_spectrogram_transformer"
 AST_SHAPE = (128, 128)  # (frames, mel bins): AST's input_values layout
@@ -119,24 +122,10 @@ BUILDERS = {"ast": build_ast, "crnn": build_crnn}
 
 def _profile(explainer_path: Path, composite: str, x: np.ndarray, threads: int, folder: Path, runs: int = 5):
     """Share of kernel time per operator type and per node-name prefix (the node's first two name parts)."""
-    from lrp_onnx.runtime import Explainer
-    from lrp_onnx.runtime.explainer import session_options
-
-    options = session_options(threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / "ort_profile")
-    ex = Explainer(explainer_path, composite=composite, options=options)
-    for _ in range(runs):
-        ex.explain(x)
-    events = json.loads(Path(ex.session.end_profiling()).read_text())
-    by_type: dict[str, float] = defaultdict(float)
+    by_type, by_node = kernel_times(explainer_path, composite, {}, x, threads, folder, runs)
     by_prefix: dict[str, float] = defaultdict(float)
-    for ev in events:
-        if ev.get("cat") != "Node" or not ev["name"].endswith("_kernel_time"):
-            continue
-        name = ev["name"][: -len("_kernel_time")]
-        by_type[ev["args"].get("op_name", "?")] += ev["dur"]
-        by_prefix["/".join(name.split("/")[:2])] += ev["dur"]
+    for name, dur in by_node.items():
+        by_prefix["/".join(name.split("/")[:2])] += dur
     total = sum(by_type.values()) or 1.0
     print(f"  profile, batch {len(x)} ({runs} runs; {total / runs / 1000:.1f} ms kernel time per run):")
     for label, table in (("op type", by_type), ("node prefix", by_prefix)):
