@@ -4,9 +4,9 @@
                                                [--threads 1 2] [--repeats 30]
 
 The compiler routes max-pool relevance without ``MaxPool``'s ``Indices`` output or
-``ScatterElements`` (neither exists in onnxruntime-web's WebGPU backend): window values by a
-one-hot ``Conv``, the winner by ``ArgMax``, the scatter by a one-hot ``ConvTranspose``
-(:mod:`lrp_onnx.lrp_graph.ops.maxpool_routing`). This script compiles the model's explainer
+``ScatterElements`` (onnxruntime-web's WebGPU backend has no ``Indices``): window values by a
+one-hot ``Conv``, the winner by ``ArgMax``, its position by a ``Gather`` of offsets, the scatter by
+``ScatterND`` with ``reduction="add"`` (:mod:`lrp_onnx.lrp_graph.ops.maxpool_routing`). This script compiles the model's explainer
 twice, with that routing and with the former one (``Indices`` + ``ScatterElements`` with
 ``reduction="add"``, re-registered here for the comparison), checks that both give the same
 relevance, and prints, per explain (runs interleaved, onnxruntime CPU, thread-pool spinning

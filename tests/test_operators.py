@@ -259,6 +259,9 @@ def routing_cases():
         "maxpool-1d-ceil": (
             [make("MaxPool", ["x"], "h", kernel_shape=[3], strides=[2], pads=[1, 0], ceil_mode=1)],
             (2, 8), (2, 4), {}, 18),
+        "maxpool-3d-dilated-pads": (
+            [make("MaxPool", ["x"], "h", kernel_shape=[2, 3, 2], strides=[1, 2, 1], dilations=[1, 1, 2],
+                  pads=[0, 1, 1, 1, 1, 0])], (1, 3, 5, 4), (1, 3, 3, 3), {}, 18),
         "maxpool-with-indices-output": (
             [make("MaxPool", ["x"], ["h", "idx"], kernel_shape=[2, 2], strides=[1, 1])],
             (2, 3, 3), (2, 2, 2), {}, 18),

@@ -3,7 +3,7 @@
 Winner takes all per window, and the windows' contributions add up where windows overlap
 (autograd's semantics, so Zennit's): ``R_x[i] = sum over windows w whose first maximum is
 at i of R_y[w]``. Computed with operators every onnxruntime backend has, WebGPU included
-(its ``MaxPool`` has no ``Indices`` and its op tables no ``ScatterElements``):
+(its ``MaxPool`` has no ``Indices``):
 
 1. the windows' values: a ``Conv`` of each channel of ``x`` (padded with a very negative
    value where the pool pads) with one-hot kernels, one output channel per window position,
@@ -11,9 +11,10 @@ at i of R_y[w]``. Computed with operators every onnxruntime backend has, WebGPU 
    product with 1 plus products with 0;
 2. the winner: ``ArgMax`` over the ``K`` positions (its first maximum, as the forward
    max-pool of torch and onnxruntime picks it);
-3. the scatter: ``R_y`` times ``Equal(winner, k)`` for ``k = 0..K-1``, mapped back to the
-   input by a ``ConvTranspose`` with the same one-hot kernels, which adds overlapping
-   windows' contributions.
+3. the scatter: the winner's flat position in the (padded) input, ``start(window) + offset(k)``
+   (a ``Gather`` from the ``K`` offsets and two ``Add`` on the ``(N * C, *out)`` winners), and a ``ScatterND``
+   with ``reduction="add"`` of ``R_y`` into zeros at those positions (overlapping windows add
+   up); the pool's padding is cut off afterwards.
 
 Global max-pools are the case of one window over the whole spatial extent: ``ArgMax``
 over the flattened positions and an ``Equal`` against their range.
@@ -79,12 +80,12 @@ def route_max_pool(b, node, graph, relevance: str) -> str:
     """Relevance of the max-pool's input ``x`` from the relevance of its output.
 
     Channels are moved to the batch axis, ``(N * C, 1, *spatial)``, so that the window
-    Conv and the ConvTranspose are plain one-input-channel convolutions (onnxruntime-web's
-    WebGPU backend computed a grouped Conv with several outputs per group wrongly)."""
+    Conv is a plain one-input-channel convolution (onnxruntime-web's WebGPU backend computed
+    a grouped Conv with several outputs per group wrongly)."""
     x_shape, y_shape = static_pool_shapes(graph, node)
     kernel, strides, dilations, begins, ends = pool_geometry(node, x_shape, y_shape)
-    n, channels, positions = len(kernel), x_shape[1], math.prod(kernel)
-    x_space, y_space = list(x_shape[2:]), list(y_shape[2:])
+    channels, x_space, y_space = x_shape[1], list(x_shape[2:]), list(y_shape[2:])
+    padded = [begin + size + end for begin, size, end in zip(begins, x_space, ends)]
     x = b.op("Reshape", [node.input[0], b.ints([-1, 1] + x_space)])
     if any(begins) or any(ends):
         pad_spec = [0, 0] + begins + [0, 0] + ends
@@ -92,21 +93,39 @@ def route_max_pool(b, node, graph, relevance: str) -> str:
     weights = b.const(one_hot_kernels(kernel), hint="window_positions")
     conv = {"kernel_shape": kernel, "strides": strides, "dilations": dilations}
     values = b.op("Conv", [x, weights], hint="window_values", **conv)  # (N * C, K, *out)
-    winner = b.op("ArgMax", [values], axis=1, keepdims=1)  # (N * C, 1, *out)
-    position_ids = b.const(np.arange(positions).reshape((1, positions) + (1,) * n), dtype=np.int64,
-                           hint="positions")
-    is_winner = b.op("Cast", [b.op("Equal", [winner, position_ids])], to=1)
-    r_y = b.op("Reshape", [relevance, b.ints([-1, 1] + y_space)])
-    t_ends, output_padding = [], []
-    for i in range(n):
-        span = (y_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
-        surplus = span - begins[i] - x_shape[2 + i]  # how far the windows reach past the input's end
-        t_ends.append(max(surplus, 0))
-        output_padding.append(max(-surplus, 0))
-    # (a Where(is_winner, R_y, 0) instead of the Cast and Mul is 4x slower on onnxruntime's CPU)
-    routed = b.op("ConvTranspose", [b.mul(is_winner, r_y), weights], hint="routed", pads=begins + t_ends,
-                  output_padding=output_padding if any(output_padding) else None, **conv)
+    winner = b.op("ArgMax", [values], axis=1, keepdims=0)  # (N * C, *out)
+    starts = b.const(_window_starts(y_space, strides, padded), dtype=np.int64, hint="window_starts")
+    offsets = b.const(_offsets(kernel, dilations, padded), dtype=np.int64, hint="window_offsets")
+    offset = b.op("Add", [b.op("Gather", [offsets, winner]), starts])
+    plane = math.prod(padded)
+    size = b.op("Mul", [b.op("Slice", [b.shape_of(x), b.ints([0]), b.ints([1])]), b.ints([plane])])  # N * C * plane
+    plane_starts = b.op("Range", [b.ints(0), b.op("Squeeze", [size]), b.ints(plane)])  # j * plane, j < N * C
+    flat = b.op("Add", [offset, b.op("Reshape", [plane_starts, b.ints([-1] + [1] * len(kernel))])])
+    zeros = b.op("ConstantOfShape", [size], value=helper.make_tensor("zero", 1, [1], [0.0]))
+    r_y = b.op("Reshape", [relevance, b.ints([-1] + y_space)])
+    routed = b.op("ScatterND", [zeros, b.op("Unsqueeze", [flat, b.ints([-1])]), r_y], hint="routed", reduction="add")
+    routed = b.op("Reshape", [routed, b.ints([-1] + padded)])
+    if any(begins) or any(ends):
+        n = len(kernel)
+        routed = b.op("Slice", [routed, b.ints(begins), b.ints([p + s for p, s in zip(begins, x_space)]),
+                                b.ints(list(range(1, n + 1)))])
     return b.op("Reshape", [routed, b.ints([-1, channels] + x_space)])
+
+
+def _window_starts(y_space: list[int], strides: list[int], padded: list[int]) -> np.ndarray:
+    """``(*out)``: the flat position in the padded input of each window's first element."""
+    place = [math.prod(padded[i + 1:]) for i in range(len(padded))]
+    grids = np.meshgrid(*[np.arange(o, dtype=np.int64) * s * p for o, s, p in zip(y_space, strides, place)],
+                        indexing="ij")
+    return sum(grids)
+
+
+def _offsets(kernel: list[int], dilations: list[int], padded: list[int]) -> np.ndarray:
+    """``(K,)``: the flat offset in the padded input of each window position (row-major) from the window's start."""
+    place = [math.prod(padded[i + 1:]) for i in range(len(padded))]
+    grids = np.meshgrid(*[np.arange(k, dtype=np.int64) * d * p for k, d, p in zip(kernel, dilations, place)],
+                        indexing="ij")
+    return sum(grids).reshape(-1)
 
 
 def route_global_max_pool(b, node, graph, relevance: str) -> str:
