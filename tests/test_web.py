@@ -204,10 +204,9 @@ def test_wasm_page_explains_like_python_and_works_offline(served, python_side, c
 
 
 def test_webgpu_page_explains_like_python(served, python_side, cli):
-    """WebGPU with Chromium's software adapter (SwiftShader): about 40 s an explanation on two CPU
-    cores, so one recording here; the WebAssembly test covers them all."""
-    wav = EXAMPLES[0]
-    label = _cli_label(cli, wav)
+    """WebGPU with Chromium's software adapter (SwiftShader), every example recording."""
+    recordings = EXAMPLES + FLAC_EXAMPLES
+    labels = {wav: _cli_label(cli, wav) for wav in recordings}
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=WEBGPU_FLAGS)
         try:
@@ -219,9 +218,10 @@ def test_webgpu_page_explains_like_python(served, python_side, cli):
                 pytest.skip("this Chromium offers no WebGPU adapter (SwiftShader)")
             page.evaluate("window.lrpOnnx.ready")
             assert page.evaluate("window.lrpOnnx.backend") == "webgpu"
-            r = _explain_in_page(page, wav)
-            _check_against_python(r, wav, python_side, 1e-4)
-            assert r["label"] == label
+            for wav in recordings:
+                r = _explain_in_page(page, wav)
+                _check_against_python(r, wav, python_side, 1e-4)
+                assert r["label"] == labels[wav], wav
         finally:
             browser.close()
     _assert_same_origin(requests, served)
