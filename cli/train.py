@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on a class-balanced, seeded subset of N utterances")
+    p.add_argument("--spec-masks", action="store_true",
+                   help="SpecAugment: random frequency bands and time spans of each training input set to its mean")
     p.add_argument("--epoch-size", type=int, default=None, metavar="N",
                    help="train on a fresh random N of the training utterances each epoch (default: all)")
     p.add_argument("--val-limit", type=int, default=None, metavar="N")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.signal
 
-__all__ = ["AugmentConfig", "augment", "microphone_response", "room_impulse_response"]
+__all__ = ["AugmentConfig", "augment", "mask_spectrograms", "microphone_response", "room_impulse_response"]
 
 _SOURCE_RATES = (11025, 16000, 22050, 44100, 48000)
 
@@ -75,6 +75,29 @@ def augment(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
         limit = level / rng.uniform(1.5, 6.0)
         x = np.clip(x, -limit, limit)
     return x.astype(np.float32)
+
+
+def mask_spectrograms(x: np.ndarray, rng: np.random.Generator, p: float = 0.8, masks: int = 2,
+                      max_freq: float = 0.12, max_time: float = 0.12) -> np.ndarray:
+    """SpecAugment's frequency and time masks (Park et al., Interspeech 2019) on a batch of model
+    inputs ``(B, C, F, T)``: with probability ``p`` per sample, ``masks`` bands of up to ``max_freq``
+    of the frequency bins and ``masks`` spans of up to ``max_time`` of the frames are set to the
+    sample's mean. A model that cannot count on any one band cannot rest on one (the study's
+    3-3.5 kHz shortcut). Returns a masked copy."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    n_freq, n_time = out.shape[-2], out.shape[-1]
+    for sample in out:
+        if rng.random() >= p:
+            continue
+        fill = float(sample.mean())
+        for _ in range(masks):
+            width = int(rng.integers(0, int(max_freq * n_freq) + 1))
+            start = int(rng.integers(0, n_freq - width + 1))
+            sample[..., start:start + width, :] = fill
+            span = int(rng.integers(0, int(max_time * n_time) + 1))
+            start = int(rng.integers(0, n_time - span + 1))
+            sample[..., start:start + span] = fill
+    return out
 
 
 def microphone_response(n: int, sample_rate: int, rng: np.random.Generator, eq_db: float) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..lrp_graph.errors import InputError
+from .augmentation import mask_spectrograms
 from .training_data import SplitSets
 
 CHECKPOINT_FORMAT = "lrp-onnx-checkpoint"
@@ -193,9 +194,9 @@ def evaluate(model: nn.Module, data, device: torch.device, batch_size: int = 64,
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data, device: torch.device,
                 batch_size: int, rng: np.random.Generator, desc: str, progress: bool = True,
-                grad_clip: float | None = None, epoch_size: int | None = None) -> dict:
+                grad_clip: float | None = None, epoch_size: int | None = None, spec_masks: bool = False) -> dict:
     """One pass over ``data`` (or a random ``epoch_size`` of it) in a random order with random
-    input placement."""
+    input placement; ``spec_masks``: SpecAugment masks on every batch (:func:`.augmentation.mask_spectrograms`)."""
     from tqdm import tqdm
 
     model.train()
@@ -204,7 +205,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data, device
     bar = tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
     for start in bar:
         index = order[start : start + batch_size]
-        x = _to_device(data.inputs(index, rng), device)
+        inputs = data.inputs(index, rng)
+        x = _to_device(mask_spectrograms(inputs, rng) if spec_masks else inputs, device)
         y = torch.from_numpy(data.labels[index]).to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
@@ -317,7 +319,8 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
         rng = np.random.default_rng([config["seed"], epoch])
         tr = train_epoch(model, optimizer, sets.train, device, config["batch_size"], rng,
                          desc=f"epoch {epoch}/{config['epochs']}", progress=progress,
-                         grad_clip=config.get("grad_clip"), epoch_size=config.get("epoch_size"))
+                         grad_clip=config.get("grad_clip"), epoch_size=config.get("epoch_size"),
+                         spec_masks=bool(config.get("spec_masks")))
         t_train = time.perf_counter() - t0
         va = evaluate(model, sets.val, device, config["batch_size"], desc="validate", progress=progress)
         seconds = time.perf_counter() - t0

@@ -22,7 +22,7 @@ from lrp_onnx.audio.speech import (
     speech_window_starts,
 )
 from lrp_onnx.lrp_graph.errors import InputError
-from lrp_onnx.models.augmentation import augment
+from lrp_onnx.models.augmentation import augment, mask_spectrograms
 
 REPO = Path(lrp_onnx.__file__).resolve().parent
 REAL = REPO.parent / "shared" / "real-speech" / "librispeech-train"
@@ -103,6 +103,21 @@ def test_augmentation_is_seeded_finite_and_changes_the_spectrum():
     assert np.std(spectra[:, 1000:4000].mean(axis=1)) > 0.1  # different microphones, noise, bands
 
 
+def test_spectrogram_masks_are_seeded_bands_and_spans_at_the_mean():
+    x = np.random.default_rng(0).standard_normal((16, 1, 40, 50)).astype(np.float32)
+    before = x.copy()
+    a, b = mask_spectrograms(x, np.random.default_rng(5)), mask_spectrograms(x, np.random.default_rng(5))
+    assert np.array_equal(x, before) and np.array_equal(a, b) and a.dtype == np.float32
+    changed = a != x
+    assert 0 < changed.mean() < 2 * (2 * 0.12)  # at most two bands of 12 % and two spans of 12 % each
+    for sample, mask, original in zip(a, changed, x):
+        if mask.any():
+            assert np.allclose(sample[mask], original.mean())  # filled with the sample's mean
+            rows, cols = mask[0].all(axis=1), mask[0].all(axis=0)
+            assert np.array_equal(mask[0], rows[:, None] | cols[None, :])  # whole bands and whole spans only
+    assert not np.array_equal(a, mask_spectrograms(x, np.random.default_rng(6)))
+
+
 @needs_real
 @needs_espeak
 def test_tiny_mixed_training_explains_a_real_clip_end_to_end(tmp_path, cli_process):
@@ -114,7 +129,7 @@ def test_tiny_mixed_training_explains_a_real_clip_end_to_end(tmp_path, cli_proce
     run, model = tmp_path / "run", tmp_path / "tiny.onnx"
     assert ok(cli_process("train", "alexnet", "--data", f"{synth}{os.pathsep}{real}", "--task", "gender",
                           "--out", run, "--epochs", "1", "--batch-size", "8", "--epoch-size", "16",
-                          "--test-fraction", "0.2", "--val-fraction", "0.15", "--threads", "1",
+                          "--test-fraction", "0.2", "--val-fraction", "0.15", "--threads", "1", "--spec-masks",
                           "--cache", tmp_path / "cache", "--no-progress"))
     folders = {Path(f["data"]).name: f for f in json.loads((run / "split.json").read_text())["split"]["folders"]}
     parts = {k: {Path(p).name.split("-")[0] for p in v} for k, v in folders["real"]["files"].items()}
