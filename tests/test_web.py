@@ -31,12 +31,13 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 import lrp_onnx
 from lrp_onnx.audio.io import load_audio
 from lrp_onnx.runtime import Explainer
+from lrp_onnx.runtime.recordings import decide
 
 PACKAGE = Path(lrp_onnx.__file__).resolve().parent
 WEB_DIR = PACKAGE / "web"
 MODEL = PACKAGE / "models" / "gender_alexnet.onnx"
 EXAMPLES = sorted(glob.glob(str(PACKAGE / "models" / "examples" / "*.wav")))
-#: decoded by Web Audio (the WAV files are read by the page itself); 4 s, so cropped to the loudest second
+#: decoded by Web Audio (the WAV files are read by the page itself); 4 s, so decided from their speech windows
 FLAC_EXAMPLES = sorted(glob.glob(str(PACKAGE / "models" / "examples" / "*.flac")))
 #: WebAssembly relevance of every example within 1e-5 relative L2 of Python's (measured 2e-7, and 3e-7 on WebGPU;
 #: the page's features equal Python's bit for bit). Not a bound for any input: where two values of a max-pool
@@ -65,6 +66,7 @@ EXPLAIN_JS = """async (b64) => {
   };
   return {label: r.label, logits: Array.from(r.logits), targets: Array.from(r.targets, Number), shape: r.shape,
           features: enc(r.features), relevance: enc(r.relevance), backend: r.backend,
+          windows: r.windows.map((w) => [w.startS, w.endS]), windowLogits: Array.from(r.windowLogits),
           types: [r.logits.constructor.name, r.targets.constructor.name, r.relevance.constructor.name,
                   r.features.constructor.name]};
 }"""
@@ -135,17 +137,22 @@ def _explain_in_page(page, wav: str) -> dict:
 
 
 def _check_against_python(r: dict, wav: str, python_side, tolerance: float) -> None:
+    """The page's decision against ``lrp_onnx.runtime.recordings.decide`` (the CLI's): the same windows,
+    features within 1e-3 dB, the same logits, and the relevance of the same class within ``tolerance``."""
     explainer, spec = python_side
     wave, rate = load_audio(wav)
-    features = spec.compute(wave, rate)
+    decision = decide(explainer, wave, rate)
+    features = np.stack([s.features for s in decision.segments])
+    assert r["windows"] == [[s.start_s, s.end_s] for s in decision.segments]
+    assert r["shape"] == [len(decision.segments), *spec.shape]
     assert r["features"].shape == (features.size,)
     assert np.abs(r["features"] - features.ravel()).max() <= 1e-3  # dB
-    e = explainer.explain(r["features"].reshape(1, *spec.shape))
+    assert r["targets"] == [decision.target] * len(decision.segments)
+    e = explainer.explain(r["features"].reshape(features.shape), target=np.full(len(features), decision.target))
     want = e.relevance.ravel()
     assert np.linalg.norm(r["relevance"] - want) / np.linalg.norm(want) <= tolerance
-    assert r["shape"] == [1, *spec.shape]
-    assert np.allclose(r["logits"], e.logits[0], rtol=1e-4, atol=1e-4)
-    assert r["targets"] == [int(e.targets[0])]
+    assert np.allclose(r["windowLogits"], e.logits.ravel(), rtol=1e-4, atol=1e-4)
+    assert np.allclose(r["logits"], e.logits.mean(axis=0), rtol=1e-4, atol=1e-4)
     assert r["types"] == ["Float32Array", "BigInt64Array", "Float32Array", "Float32Array"]
 
 

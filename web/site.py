@@ -3,7 +3,7 @@
 The site is a folder of plain files that any static file server can host (no server code,
 no request leaving the origin, nothing from a CDN):
 
-    index.html, style.css, app.js, explainer.js, features.js, draw.js, audible.js: the page (web/js/)
+    index.html, style.css, app.js, explainer.js, features.js, draw.js, audible.js, timeline.js: the page (web/js/)
     sw.js                                 service worker: the page works offline after a first load
     explainer.onnx                        the compiled explainer (logits + relevance)
     site.json                             model input/target names, shape, labels, feature spec,
@@ -33,7 +33,8 @@ from ..lrp_graph.errors import ConfigError, InputError, ModelError
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the page's sources
 JS_DIR = PACKAGE_DIR / "js"
-PAGE_FILES = ("index.html", "style.css", "app.js", "explainer.js", "features.js", "draw.js", "audible.js", "sw.js")
+PAGE_FILES = ("index.html", "style.css", "app.js", "explainer.js", "features.js", "draw.js", "audible.js",
+              "timeline.js", "sw.js")
 #: where ``npm ci`` in web/ puts onnxruntime-web; $LRP_ONNX_ORT_WEB names another copy
 ORT_PACKAGE = PACKAGE_DIR / "node_modules" / "onnxruntime-web"
 ORT_FILES = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")

@@ -1,9 +1,10 @@
 // The page: load the site's model, then explain recordings picked from a file or the microphone.
 // Automation: window.lrpOnnx = {ready, explain(arrayBuffer), backend, config}.
-import { maskedWindow, relevanceMask, wavBlob } from "./audible.js";
+import { wavBlob } from "./audible.js";
 import { drawHeatmap } from "./draw.js";
 import { BrowserExplainer } from "./explainer.js";
-import { frequencies, melFilterbank, times } from "./features.js";
+import { frequencies } from "./features.js";
+import { audibleTimeline, timeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,30 +32,20 @@ function show(result, name, config) {
   const labels = config.labels || Array.from(result.logits, (_, i) => String(i));
   $("scores").textContent = "(" + labels.map((l, i) => p ? `${l} ${(100 * p[i]).toFixed(1)} %`
                                                          : `${l} ${result.logits[i].toFixed(3)}`).join(", ") + ")";
-  const seconds = config.features.length / config.features.sample_rate;
-  $("note").textContent = result.cropped
-    ? `The recording is longer than the model's ${seconds} s window: cropped to its loudest ${seconds} s window ` +
-      `(${result.startS.toFixed(2)}-${result.endS.toFixed(2)} s).`
+  const spec = config.features, seconds = spec.length / spec.sample_rate;
+  const windows = result.windows;
+  $("note").textContent = result.speech
+    ? `The recording is longer than the model's ${seconds} s window: decided from ${windows.length} speech ` +
+      `window${windows.length > 1 ? "s" : ""} (the mean of their logits): ` +
+      windows.map((w) => `${w.startS.toFixed(2)}-${w.endS.toFixed(2)} s ${w.label}`).join(", ") + "."
     : "";
-  const spec = config.features;
-  drawHeatmap($("heatmap"), {
-    features: result.features, relevance: result.relevance, rows: result.rows, cols: result.cols,
-    freqs: frequencies(spec), times: times(spec, result.cols).map((t) => t + result.startS),
-  });
-  playAudible(result, spec);
-  setStatus(`Explained ${name} (${result.backend}: features ${result.timing.featuresMs.toFixed(0)} ms, ` +
-            `explanation ${result.timing.explainMs.toFixed(0)} ms).`);
-}
-
-// the audible heatmap: the model window masked by positive relevance (channels summed)
-function playAudible(result, spec) {
-  const cells = result.rows * result.cols, summed = new Float64Array(cells);
-  for (let i = 0; i < result.relevance.length; i++) summed[i % cells] += result.relevance[i];
-  const filterbank = spec.kind === "log-mel" ? melFilterbank(spec) : null;
-  const samples = maskedWindow(spec, result.window, relevanceMask(summed), result.rows, result.cols, filterbank);
+  const line = timeline(spec, result);
+  drawHeatmap($("heatmap"), { ...line, freqs: frequencies(spec) });
   const audio = $("audible");
   if (audio.src) URL.revokeObjectURL(audio.src);
-  audio.src = URL.createObjectURL(wavBlob(samples, spec.sample_rate));
+  audio.src = URL.createObjectURL(wavBlob(audibleTimeline(spec, result), spec.sample_rate));
+  setStatus(`Explained ${name} (${result.backend}: features ${result.timing.featuresMs.toFixed(0)} ms, ` +
+            `explanation ${result.timing.explainMs.toFixed(0)} ms).`);
 }
 
 async function explainFile(explainer, blob, name) {

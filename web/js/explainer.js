@@ -1,7 +1,7 @@
 // Decoding a recording (Web Audio) and running the compiled explainer (onnxruntime-web:
 // WebGPU where the browser has an adapter, else WebAssembly), all inside the page.
 import * as ort from "./ort/ort.webgpu.min.mjs";
-import { computeFeatures } from "./features.js";
+import { recordingWindows } from "./features.js";
 
 // PCM and float WAV files are read here, sample for sample as libsndfile (soundfile) reads them
 // (integers scaled by 1 / 2^(bits-1), 8-bit offset by 128): browsers' decoders scale positive
@@ -131,33 +131,59 @@ export class BrowserExplainer {
       [this.config.target]: new ort.Tensor("int64", BigInt64Array.from([BigInt(target)]), [1]),
     };
     const out = await this.session.run(feeds, ["logits", "targets", "relevance"]);
-    return { logits: out.logits.data, targets: out.targets.data, relevance: out.relevance.data, shape };
+    return { logits: out.logits.data, targets: out.targets.data, relevance: out.relevance.data };
   }
 
-  // an encoded recording (ArrayBuffer) -> {label, logits, targets, relevance, shape, features, ...}
+  // An encoded recording (ArrayBuffer) -> the recording's decision, as lrp_onnx.runtime.recordings.decide
+  // makes it: every speech window of a longer recording (one window for a shorter one) explained, the
+  // recording's logits the mean of the window logits, every window explained for the recording's class.
+  // {label, logits, targets, relevance, shape, features} (typed arrays; relevance and features of all
+  // windows, shape [windows, ...]) plus windowLogits, windows [{startS, endS, label}], speech, x, ...
   async explain(buffer) {
     const { wave, sampleRate } = await decodeRecording(buffer);
     const t0 = performance.now();
-    const f = computeFeatures(this.config.features, wave, sampleRate);
+    const rec = recordingWindows(this.config.features, wave, sampleRate);
     const t1 = performance.now();
-    const result = await this.run(f.features);
+    const runs = [];
+    for (const w of rec.windows) runs.push(await this.run(w.features));
+    const classes = runs[0].logits.length, mean = new Float32Array(classes);
+    for (let k = 0; k < classes; k++) mean[k] = runs.reduce((sum, r) => sum + r.logits[k], 0) / runs.length;
+    const chosen = mean.indexOf(Math.max(...mean));
+    for (let i = 0; i < runs.length; i++) {
+      if (Number(runs[i].targets[0]) !== chosen) runs[i] = await this.run(rec.windows[i].features, chosen);
+    }
     const t2 = performance.now();
-    const target = Number(result.targets[0]);
+    const concat = (parts) => {
+      const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+      return out;
+    };
     const labels = this.config.labels;
+    const name = (k) => (labels && labels.length === classes ? labels[k] : String(k));
     return {
-      ...result,
-      label: labels && labels.length === result.logits.length ? labels[target] : String(target),
-      features: f.features,
-      window: f.window,
-      rows: f.rows,
-      cols: f.cols,
-      startS: f.startS,
-      endS: f.endS,
-      cropped: f.cropped,
+      label: name(chosen),
+      logits: mean,
+      targets: BigInt64Array.from(runs, () => BigInt(chosen)),
+      relevance: concat(runs.map((r) => r.relevance)),
+      shape: [runs.length, ...this.config.shape],
+      features: concat(rec.windows.map((w) => w.features)),
+      windowLogits: concat(runs.map((r) => r.logits)),
+      windows: rec.windows.map((w, i) => ({ startS: w.startS, endS: w.endS, label: name(argmax(runs[i].logits)) })),
+      speech: rec.speech,
+      rows: rec.windows[0].rows,
+      cols: rec.windows[0].cols,
+      x: rec.x,
+      parts: rec.windows.map((w, i) => ({ ...w, relevance: runs[i].relevance })),
       wave,
       sampleRate,
       backend: this.backend,
       timing: { featuresMs: t1 - t0, explainMs: t2 - t1 },
     };
   }
+}
+
+function argmax(values) {
+  let best = 0;
+  for (let k = 1; k < values.length; k++) if (values[k] > values[best]) best = k;
+  return best;
 }

@@ -1,8 +1,9 @@
 // Feature extraction in JavaScript, step for step as lrp_onnx.audio (features.py, io.py,
 // resampling.py) computes it in Python, in float64 with the same float32 roundings, so that
 // the model sees the same input in the browser as on the command line:
-//   mono float32 -> silence check -> resample_poly (Kaiser beta 5) -> float32 -> crop to the
-//   loudest window or centre-pad -> spec transform (dB spectrogram or log-mel) -> float32.
+//   mono float32 -> silence check -> resample_poly (Kaiser beta 5) -> float32 -> the recording's
+//   speech windows (a longer recording, as lrp_onnx.audio.speech and runtime.recordings pick them)
+//   or centre-pad (a shorter one) -> spec transform (dB spectrogram or log-mel) -> float32.
 
 const SILENCE_DBFS = -90.0;
 
@@ -239,38 +240,131 @@ function isSilent(wave) {
   return wave.length === 0 || peak < 10.0 ** (SILENCE_DBFS / 20.0);
 }
 
-function loudestStart(wave, length) {
-  const energy = new Float64Array(wave.length + 1);
-  for (let i = 0; i < wave.length; i++) energy[i + 1] = energy[i] + wave[i] * wave[i];
-  let best = 0, bestSum = -Infinity;
-  for (let s = 0; s + length <= wave.length; s++) {
-    const sum = energy[s + length] - energy[s];
-    if (sum > bestSum) [best, bestSum] = [s, sum];
-  }
-  return best;
-}
-
-// The model input of a mono float32 recording (crop policy, as `lrp-onnx explain`):
-// {features: Float32Array (rows x cols), rows, cols, startS, endS, cropped, window (the model window's
-// samples, Float64Array)}.
-export function computeFeatures(spec, wave, sampleRate) {
+function checkRecording(wave) {
   if (wave.length === 0) throw new FeatureError("recording is empty");
   for (const v of wave) if (!Number.isFinite(v)) throw new FeatureError("recording contains NaN or infinite samples");
   if (isSilent(wave)) throw new FeatureError(`recording is silent (peak below ${SILENCE_DBFS} dBFS)`);
+}
+
+function spectrum(window, spec) {
+  return spec.kind === "log-mel" ? logMel(window, spec) : spectrogramDb(window, spec);
+}
+
+// ------------------------------------------------------------------ speech windows (lrp_onnx.audio.speech)
+
+const FRAME_SECONDS = 0.025, HOP_SECONDS = 0.010;
+
+function pyRound(x) { // Python's round(): halves to even
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function pairwiseSum(a, lo, n) { // numpy's pairwise summation of float64 (blocks of 128, 8 accumulators)
+  if (n < 8) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += a[lo + i];
+    return s;
+  }
+  if (n <= 128) {
+    const r = new Float64Array(8);
+    for (let j = 0; j < 8; j++) r[j] = a[lo + j];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[lo + i + j];
+    let s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) s += a[lo + i];
+    return s;
+  }
+  let half = Math.floor(n / 2);
+  half -= half % 8;
+  return pairwiseSum(a, lo, half) + pairwiseSum(a, lo + half, n - half);
+}
+
+function percentile(values, q) { // numpy's default (linear) percentile
+  const a = Float64Array.from(values).sort();
+  const pos = (q / 100) * (a.length - 1), lo = Math.floor(pos), hi = Math.min(lo + 1, a.length - 1), t = pos - lo;
+  const diff = a[hi] - a[lo];
+  return t >= 0.5 ? a[hi] - diff * (1 - t) : a[lo] + diff * t;
+}
+
+// 25 ms frames, 10 ms apart: speech when within 35 dB of the loudest frame and 6 dB above the floor
+function speechFrames(x, sr) {
+  const frame = Math.max(1, pyRound(FRAME_SECONDS * sr)), hop = Math.max(1, pyRound(HOP_SECONDS * sr));
+  let wave = Float64Array.from(x);
+  if (wave.length < frame) {
+    const padded = new Float64Array(frame);
+    padded.set(wave);
+    wave = padded;
+  }
+  const n = 1 + Math.floor((wave.length - frame) / hop), mean = pairwiseSum(wave, 0, wave.length) / wave.length;
+  const squares = new Float64Array(wave.length + 1);
+  for (let i = 0; i < wave.length; i++) squares[i + 1] = squares[i] + (wave[i] - mean) ** 2;
+  const db = new Float64Array(n);
+  let loudest = -Infinity;
+  for (let k = 0; k < n; k++) {
+    db[k] = 10.0 * Math.log10(Math.max((squares[k * hop + frame] - squares[k * hop]) / frame, 1e-12));
+    loudest = Math.max(loudest, db[k]);
+  }
+  const floor = percentile(db, 10);
+  return Array.from(db, (v) => v > loudest - 35.0 && v > floor + 6.0);
+}
+
+function speechWindowStarts(x, sr, window, hop = window, minFraction = 0.5) {
+  const flags = speechFrames(x, sr), frameHop = Math.max(1, pyRound(HOP_SECONDS * sr));
+  if (x.length <= window) return flags.some(Boolean) ? [0] : [];
+  const cumulative = new Float64Array(flags.length + 1);
+  flags.forEach((f, i) => { cumulative[i + 1] = cumulative[i] + (f ? 1 : 0); });
+  const starts = [];
+  for (let start = 0; start <= x.length - window; start += hop) {
+    const first = Math.min(Math.floor(start / frameHop), flags.length);
+    const last = Math.min(Math.floor((start + window) / frameHop), flags.length);
+    if ((cumulative[last] - cumulative[first]) / Math.max(last - first, 1) >= minFraction) starts.push(start);
+  }
+  return starts;
+}
+
+// The windows of a whole-recording decision: consecutive speech windows; when none is mostly speech,
+// the single most speech-filled one (as lrp_onnx.audio.speech.decision_window_starts).
+export function decisionWindowStarts(x, sr, window) {
+  if (x.length <= window) return [0];
+  const starts = speechWindowStarts(x, sr, window);
+  if (starts.length) return starts;
+  const grid = Math.max(1, pyRound(HOP_SECONDS * sr));
+  for (const fraction of [0.3, 0.1, 0.0]) {
+    const dense = speechWindowStarts(x, sr, window, grid, fraction);
+    if (dense.length) return [dense[Math.floor(dense.length / 2)]];
+  }
+  return [0];
+}
+
+// Features of one window of samples at the spec's rate (zero-padded at its end), or null when it is silent.
+export function windowFeatures(spec, samples) {
+  if (isSilent(samples)) return null;
+  const window = new Float64Array(spec.length);
+  window.set(samples.subarray(0, spec.length));
+  const { values, rows, cols } = spectrum(window, spec);
+  return { features: Float32Array.from(values), rows, cols, window };
+}
+
+// The windows a decision on a mono float32 recording rests on, as lrp_onnx.runtime.recordings picks them:
+// {x: the recording at the spec's rate, speech: true for the speech windows of a longer recording,
+// windows: [{features (rows x cols), rows, cols, startS, endS, window (samples, Float64Array)}]}.
+// A recording no longer than the window gives one window, zero-padded around it.
+export function recordingWindows(spec, wave, sampleRate) {
+  checkRecording(wave);
   const x = resample(wave, sampleRate, spec.sample_rate);
   const length = spec.length, sr = spec.sample_rate;
-  const window = new Float64Array(length);
-  let startS, cropped = false;
-  if (x.length > length) {
-    const start = loudestStart(x, length);
-    window.set(x.subarray(start, start + length));
-    startS = start / sr;
-    cropped = true;
-  } else {
-    const offset = Math.floor((length - x.length) / 2);
+  if (x.length <= length) {
+    const window = new Float64Array(length), offset = Math.floor((length - x.length) / 2);
     window.set(x, offset);
-    startS = -offset / sr;
+    const { values, rows, cols } = spectrum(window, spec);
+    const startS = -offset / sr;
+    return { x, speech: false,
+             windows: [{ features: Float32Array.from(values), rows, cols, startS, endS: startS + length / sr, window }] };
   }
-  const { values, rows, cols } = spec.kind === "log-mel" ? logMel(window, spec) : spectrogramDb(window, spec);
-  return { features: Float32Array.from(values), rows, cols, startS, endS: startS + length / sr, cropped, window };
+  const windows = decisionWindowStarts(x, sr, length).map((start) => {
+    const w = windowFeatures(spec, x.subarray(start, start + length));
+    if (w === null) throw new FeatureError(`recording is silent (peak below ${SILENCE_DBFS} dBFS)`);
+    return { ...w, startS: start / sr, endS: (start + length) / sr };
+  });
+  return { x, speech: true, windows };
 }
