@@ -24,7 +24,7 @@ def add_composite_args(parser: argparse.ArgumentParser) -> None:
                        help=f"preset ({', '.join(preset_names())}) or a JSON/YAML composite file "
                             "(default: the model's recommended composite, else epsilon)")
     group.add_argument("--epsilon", type=float, default=None, metavar="F",
-                       help="epsilon of the composite's epsilon rules (>= 0)")
+                       help="epsilon of the composite's epsilon rules and of the LSTM/GRU gate rules (>= 0)")
     group.add_argument("--gamma", type=float, default=None, metavar="F",
                        help="gamma of the composite's gamma rules (>= 0)")
     group.add_argument("--bounds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),

@@ -155,7 +155,9 @@ class Composite(BaseModel):
 
     # -- parameters ------------------------------------------------------------------------------
     def with_params(self, epsilon=None, gamma=None, bounds=None) -> "Composite":
-        """A copy with every epsilon / gamma / z-box bound replaced by the given values."""
+        """A copy with every epsilon / gamma / z-box bound replaced by the given values. ``epsilon`` also
+        reaches the epsilon-LRP inside LSTM and GRU nodes (their ``norm`` rule's stabilizer) wherever the
+        composite does not set a rule for them itself (an entry added last)."""
 
         def update(rule):
             changes = {}
@@ -175,6 +177,12 @@ class Composite(BaseModel):
                 raise ConfigError(f"{rule.name} rule, {where}: {first.get('msg')}") from None
 
         entries = [Entry(match=e.match, rule=update(e.rule)) for e in self.rules]
+        if epsilon is not None:
+            try:
+                recurrent = Norm(stabilizer=float(epsilon))
+            except ValidationError as exc:
+                raise ConfigError(f"norm rule of LSTM/GRU, stabilizer: {exc.errors()[0].get('msg')}") from None
+            entries.append(Entry(match=Match(op_type=list(RECURRENT)), rule=recurrent))
         return Composite(name=self.name, rules=entries, default=update(self.default))
 
     # -- matching --------------------------------------------------------------------------------
@@ -244,6 +252,8 @@ FIRST_LINEAR = {"op_type": list(LINEAR_OPS), "index": "0"}
 FIRST_CONV = {"op_type": ["Conv"], "index": "0"}
 #: a node rule applies only to a MatMul that is not a linear layer: a product of two activations
 BILINEAR = {"op_type": ["MatMul"]}
+#: recurrent nodes (their handler takes the Norm rule; its stabilizer is the epsilon of their linear maps)
+RECURRENT = ("LSTM", "GRU")
 #: residual sums and differences, means, LayerNorm (their handlers take the Norm rule)
 SUMS = {"op_type": ["Add", "Sum", "Sub", "ReduceMean", "ReduceSum", "LayerNormalization"]}
 

@@ -53,6 +53,28 @@ def test_stack_conserves_relevance(tmp_path, spec):
             assert np.all(absorbed == 0)  # zero initial states absorb nothing
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_epsilon_flag_reaches_the_recurrent_nodes(tmp_path, kind):
+    """``--epsilon`` (Composite.with_params) sets the epsilon of the linear layers and of the LSTM/GRU gate
+    rules alike: the preset with epsilon 0.05 agrees with the reference at 0.05, not at the default 1e-6."""
+    from lrp_onnx.lrp_graph.composite import get_composite
+    from test_recurrent_reference import relative_errors
+
+    model = seeded_stack(5, kind, 1, False, "last", False)
+    path = export(model, tmp_path / "m.onnx")
+    explainer = compile_explainer(path, get_composite("epsilon").with_params(epsilon=0.05))
+    x = np.random.default_rng(1).standard_normal((2, 6, 5)).astype(np.float32)
+    _, targets, relevance = run(explainer, x)
+    assert relative_errors(relevance, stack_reference(model, x, targets, eps=0.05)[0]).max() <= TOLERANCE
+    assert relative_errors(relevance, stack_reference(model, x, targets, eps=1e-6)[0]).max() > 10 * TOLERANCE
+    explicit = {"name": "explicit", "default": {"name": "epsilon"},
+                "rules": [{"match": {"op_type": ["LSTM", "GRU"]}, "rule": {"name": "norm", "stabilizer": 0.0}}]}
+    from lrp_onnx.lrp_graph.composite import Composite
+
+    kept = Composite.model_validate(explicit).with_params(epsilon=0.05)  # a rule the composite sets itself wins
+    assert [e.rule.stabilizer for e in kept.rules if e.match.op_type == ["LSTM", "GRU"]] == [0.0, 0.05]
+
+
 def test_crnn_conserves_relevance(tmp_path):
     torch.manual_seed(5)
     model = _zero_biases(CRNN(n_mels=16, classes=4, channels=4, hidden=8)).eval()
