@@ -264,6 +264,18 @@ def test_web_command_refuses_a_model_without_feature_metadata(onnxruntime_web, t
     assert not (tmp_path / "site").exists()
 
 
+def test_web_command_refuses_a_model_with_a_dynamic_time_axis(onnxruntime_web, tmp_path, cli, build_model):
+    """The page cuts the model's fixed windows; a dynamic-time model is explained whole by the CLI and the service."""
+    import onnx
+    from test_dynamic_recordings import log_mel_model
+
+    path = tmp_path / "dyn.onnx"
+    onnx.save(log_mel_model(build_model), str(path))
+    result = cli("web", path, "-o", tmp_path / "site")
+    assert result.rc == 2 and "dynamic" in result.err and result.err.strip().count("\n") == 0
+    assert not (tmp_path / "site").exists()
+
+
 def test_explainer_needs_no_operator_that_webgpu_lacks(site):
     """What onnxruntime-web's WebGPU backend lacks or gets wrong: MaxPool's Indices output,
     ScatterElements, and Concat/Sum of more than 7 inputs (a limit of 8 storage buffers)."""

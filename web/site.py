@@ -62,6 +62,7 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
     before. Returns the site's ``site.json`` content.
     """
     from ..runtime.explainer import Explainer
+    from ..runtime.recordings import time_is_dynamic
     from ..runtime.scores import explainer_reading
 
     output = Path(output)
@@ -73,6 +74,9 @@ def build_site(model: str | os.PathLike, output: str | os.PathLike, composite=No
     if spec is None:
         raise ModelError(f"{model}: the model has no feature metadata (lrp_onnx.features); the page computes "
                          "features from recordings: export the model with lrp-onnx export")
+    if time_is_dynamic(explainer.input_shape, spec):
+        raise ModelError(f"{model}: the model's time axis is dynamic (input {explainer.input_shape}); the page explains "
+                         "models with a fixed window only (explain such a model with lrp-onnx explain or serve)")
     if tuple(explainer.input_shape) != tuple(spec.shape):
         raise ModelError(f"{model}: the model's input {explainer.input_shape} does not match its feature spec "
                          f"{spec.shape}")
