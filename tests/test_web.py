@@ -210,6 +210,49 @@ def test_wasm_page_explains_like_python_and_works_offline(served, python_side, c
     _assert_same_origin(requests, served)
 
 
+TIMELINE_JS = """async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const r = await window.lrpOnnx.explain(bytes.buffer);
+  const { timeline } = await import("./timeline.js");
+  const t = timeline(window.lrpOnnx.config.features, r);
+  return {rows: t.rows, cols: t.cols, times: Array.from(t.times), features: Array.from(t.features),
+          relevance: Array.from(t.relevance), windows: r.windows.length};
+}"""
+
+
+def test_page_draws_the_decision_over_the_whole_recording(served, python_side, tmp_path):
+    """The heatmap's data (timeline.js) equals RecordingDecision.timeline: speech windows side by side from 0 s,
+    a silent second drawn at the floor with no relevance, the last partial second cut at the recording's end."""
+    import io
+
+    import soundfile as sf
+
+    explainer, spec = python_side
+    wave, rate = load_audio(FLAC_EXAMPLES[0])
+    wave = np.concatenate([wave, np.zeros(int(1.3 * rate), np.float32)])  # 4 s of speech, 1.3 s of silence
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="WAV", subtype="FLOAT")
+    decision = decide(explainer, wave, rate)
+    want = decision.timeline()
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=WASM_FLAGS)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(served + "/?backend=wasm")
+            page.evaluate("window.lrpOnnx.ready")
+            t = page.evaluate(TIMELINE_JS, base64.b64encode(buffer.getvalue()).decode())
+        finally:
+            browser.close()
+    assert (t["rows"], t["cols"]) == want.features.shape and t["windows"] == len(decision.segments) >= 2
+    assert np.allclose(t["times"], want.times, atol=1e-9) and want.times[0] >= 0 and want.times[-1] <= 5.3
+    features = np.asarray(t["features"], np.float32).reshape(want.features.shape)
+    relevance = np.asarray(t["relevance"], np.float32).reshape(want.relevance.shape)
+    assert np.abs(features - want.features).max() <= 1e-3
+    assert np.linalg.norm(relevance - want.relevance) / np.linalg.norm(want.relevance) <= RELEVANCE
+    silent = want.times >= 4.0
+    assert silent.any() and np.all(relevance[:, silent] == 0) and np.all(want.relevance[:, silent] == 0)
+
+
 def test_webgpu_page_explains_like_python(served, python_side, cli):
     """WebGPU with Chromium's software adapter (SwiftShader), every example recording."""
     recordings = EXAMPLES + FLAC_EXAMPLES
