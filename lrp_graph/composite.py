@@ -155,9 +155,9 @@ class Composite(BaseModel):
 
     # -- parameters ------------------------------------------------------------------------------
     def with_params(self, epsilon=None, gamma=None, bounds=None) -> "Composite":
-        """A copy with every epsilon / gamma / z-box bound replaced by the given values. ``epsilon`` also
-        reaches the epsilon-LRP inside LSTM and GRU nodes (their ``norm`` rule's stabilizer) wherever the
-        composite does not set a rule for them itself (an entry added last)."""
+        """A copy with every epsilon / gamma / z-box bound replaced by the given values. In a composite with
+        epsilon rules, ``epsilon`` also sets the epsilon-LRP inside LSTM and GRU nodes (their ``norm`` rule's
+        stabilizer): in the composite's own entries for them, and in an entry for both added last."""
 
         def update(rule):
             changes = {}
@@ -177,12 +177,8 @@ class Composite(BaseModel):
                 raise ConfigError(f"{rule.name} rule, {where}: {first.get('msg')}") from None
 
         entries = [Entry(match=e.match, rule=update(e.rule)) for e in self.rules]
-        if epsilon is not None:
-            try:
-                recurrent = Norm(stabilizer=float(epsilon))
-            except ValidationError as exc:
-                raise ConfigError(f"norm rule of LSTM/GRU, stabilizer: {exc.errors()[0].get('msg')}") from None
-            entries.append(Entry(match=Match(op_type=list(RECURRENT)), rule=recurrent))
+        if epsilon is not None and any(type(rule) is Epsilon for rule in [e.rule for e in self.rules] + [self.default]):
+            entries = _recurrent_epsilon(entries, float(epsilon))
         return Composite(name=self.name, rules=entries, default=update(self.default))
 
     # -- matching --------------------------------------------------------------------------------
@@ -256,6 +252,19 @@ BILINEAR = {"op_type": ["MatMul"]}
 RECURRENT = ("LSTM", "GRU")
 #: residual sums and differences, means, LayerNorm (their handlers take the Norm rule)
 SUMS = {"op_type": ["Add", "Sum", "Sub", "ReduceMean", "ReduceSum", "LayerNormalization"]}
+
+
+def _recurrent_epsilon(entries: list[Entry], epsilon: float) -> list[Entry]:
+    """``entries`` with every ``norm`` entry for LSTM/GRU nodes set to ``epsilon``, and one for both at the end."""
+    try:
+        rule = Norm(stabilizer=epsilon)
+    except ValidationError as exc:
+        raise ConfigError(f"norm rule of LSTM/GRU, stabilizer: {exc.errors()[0].get('msg')}") from None
+    both = Match(op_type=list(RECURRENT))
+    recurrent = [isinstance(e.rule, Norm) and bool(e.match.op_type) and set(e.match.op_type) <= set(RECURRENT)
+                 for e in entries]
+    entries = [Entry(match=e.match, rule=rule) if r else e for e, r in zip(entries, recurrent)]
+    return entries if any(e.match == both for e in entries) else entries + [Entry(match=both, rule=rule)]
 
 
 def _preset_epsilon_plus(first=None, conv_rule=None):

@@ -239,7 +239,9 @@ def _write_json(path: Path, obj: dict) -> None:
 # Options that must match when resuming (the rest, e.g. --epochs, may change).
 _RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "width", "limit", "val_limit", "test_limit",
                 "pooling", "embedding_dim", "stem_stride", "split", "fold", "test_fraction", "val_fraction", "weight_decay",
-                "grad_clip", "epoch_size")
+                "grad_clip", "epoch_size", "spec_masks")
+#: values of options added later, for runs started before them
+_RESUME_DEFAULTS = {"spec_masks": False}
 
 
 def _initial_model(arch: str, model_config: dict, init: str | None) -> nn.Module:
@@ -261,10 +263,13 @@ def _resume(out: Path, config: dict, sets: SplitSets, model: nn.Module, optimize
     last_path = out / "last.pt"
     ckpt = load_checkpoint(run_checkpoint(out, "last"))
     saved = ckpt.get("config", {})
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
+    def option(values, k):
+        return values.get(k, _RESUME_DEFAULTS.get(k))
+
+    changed = [k for k in _RESUME_KEYS if option(saved, k) != option(config, k)]
     if changed:
         raise InputError(f"{last_path}: --resume with different {', '.join(changed)} than the run "
-                         f"was started with ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)})")
+                         f"was started with ({', '.join(f'{k}={option(saved, k)!r}' for k in changed)})")
     if ckpt.get("split_key") != split_key(sets):
         raise InputError(f"{last_path}: the data split differs from the one this run was trained on")
     model.load_state_dict(ckpt["model"])

@@ -56,7 +56,8 @@ def test_stack_conserves_relevance(tmp_path, spec):
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_epsilon_flag_reaches_the_recurrent_nodes(tmp_path, kind):
     """``--epsilon`` (Composite.with_params) sets the epsilon of the linear layers and of the LSTM/GRU gate
-    rules alike: the preset with epsilon 0.05 agrees with the reference at 0.05, not at the default 1e-6."""
+    rules alike: the preset with epsilon 0.05 agrees with the reference at 0.05, not at the default 1e-6;
+    applied twice, the second value holds; a composite without epsilon rules is left alone."""
     from lrp_onnx.lrp_graph.composite import get_composite
     from test_recurrent_reference import relative_errors
 
@@ -68,11 +69,16 @@ def test_epsilon_flag_reaches_the_recurrent_nodes(tmp_path, kind):
     assert relative_errors(relevance, stack_reference(model, x, targets, eps=0.05)[0]).max() <= TOLERANCE
     assert relative_errors(relevance, stack_reference(model, x, targets, eps=1e-6)[0]).max() > 10 * TOLERANCE
     explicit = {"name": "explicit", "default": {"name": "epsilon"},
-                "rules": [{"match": {"op_type": ["LSTM", "GRU"]}, "rule": {"name": "norm", "stabilizer": 0.0}}]}
+                "rules": [{"match": {"op_type": ["LSTM"]}, "rule": {"name": "norm", "stabilizer": 0.0}}]}
     from lrp_onnx.lrp_graph.composite import Composite
 
-    kept = Composite.model_validate(explicit).with_params(epsilon=0.05)  # a rule the composite sets itself wins
-    assert [e.rule.stabilizer for e in kept.rules if e.match.op_type == ["LSTM", "GRU"]] == [0.0, 0.05]
+    def recurrent(c):
+        return [(e.match.op_type, e.rule.stabilizer) for e in c.rules if e.rule.name == "norm"]
+
+    once = Composite.model_validate(explicit).with_params(epsilon=0.05)  # like every epsilon: the composite's own too
+    assert recurrent(once) == [(["LSTM"], 0.05), (["LSTM", "GRU"], 0.05)]
+    assert recurrent(once.with_params(epsilon=0.5)) == [(["LSTM"], 0.5), (["LSTM", "GRU"], 0.5)]  # no second entry
+    assert recurrent(get_composite("lrp0").with_params(epsilon=0.05)) == []  # no epsilon rules: --epsilon is refused
 
 
 def test_crnn_conserves_relevance(tmp_path):

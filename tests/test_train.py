@@ -102,6 +102,8 @@ def test_existing_run_and_changed_options_are_refused(digits, tmp_path, cli_proc
     assert ok(refused, 2) and "--resume" in refused.err
     changed = cli_process(*train_args(digits, run, cache, "--epochs", "2", "--limit", "4", "--lr", "0.1", "--resume"))
     assert ok(changed, 2) and "lr" in changed.err
+    masks = cli_process(*train_args(digits, run, cache, "--epochs", "2", "--limit", "4", "--spec-masks", "--resume"))
+    assert ok(masks, 2) and "spec_masks" in masks.err
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04broken zip", None])

@@ -213,16 +213,18 @@ def test_wasm_page_explains_like_python_and_works_offline(served, python_side, c
 TIMELINE_JS = """async (b64) => {
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const r = await window.lrpOnnx.explain(bytes.buffer);
-  const { timeline } = await import("./timeline.js");
+  const { audibleTimeline, timeline } = await import("./timeline.js");
   const t = timeline(window.lrpOnnx.config.features, r);
   return {rows: t.rows, cols: t.cols, times: Array.from(t.times), features: Array.from(t.features),
-          relevance: Array.from(t.relevance), windows: r.windows.length};
+          relevance: Array.from(t.relevance), windows: r.windows.length,
+          audible: Array.from(audibleTimeline(window.lrpOnnx.config.features, r))};
 }"""
 
 
 def test_page_draws_the_decision_over_the_whole_recording(served, python_side, tmp_path):
     """The heatmap's data (timeline.js) equals RecordingDecision.timeline: speech windows side by side from 0 s,
-    a silent second drawn at the floor with no relevance, the last partial second cut at the recording's end."""
+    a silent second drawn at the floor with no relevance, the last partial second cut at the recording's end;
+    the audible heatmap equals runtime.audible.relevant_audio's (what `explain --audio` writes)."""
     import io
 
     import soundfile as sf
@@ -251,6 +253,13 @@ def test_page_draws_the_decision_over_the_whole_recording(served, python_side, t
     assert np.linalg.norm(relevance - want.relevance) / np.linalg.norm(want.relevance) <= RELEVANCE
     silent = want.times >= 4.0
     assert silent.any() and np.all(relevance[:, silent] == 0) and np.all(want.relevance[:, silent] == 0)
+    from lrp_onnx.cli.explain import Recording
+    from lrp_onnx.runtime.audible import relevant_audio
+
+    audio, _ = relevant_audio(Recording("r.wav", wave, rate, spec, decision.segments), decision.relevance)
+    page_audio = np.asarray(t["audible"], np.float32)
+    assert page_audio.shape == audio.shape and np.abs(audio).max() > 0
+    assert np.linalg.norm(page_audio - audio) / np.linalg.norm(audio) <= 1e-3
 
 
 def test_webgpu_page_explains_like_python(served, python_side, cli):

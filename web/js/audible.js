@@ -2,7 +2,8 @@
 // mask M = clip(R+ / q99(R+), 0, 1) over the model's time-frequency grid, carried over to the
 // bins of an STFT of the model window with the feature spec's own parameters (scipy.signal.stft:
 // Hann window, zero boundary), applied with the original phase, and inverted by weighted
-// overlap-add (scipy.signal.istft). The result is scaled to the window's peak level.
+// overlap-add (scipy.signal.istft). The result is scaled to the window's peak level (for a whole
+// recording, timeline.js scales it to the recording's peak, as relevant_audio does).
 
 function percentile(sorted, q) {
   const pos = (q / 100) * (sorted.length - 1), lo = Math.floor(pos), hi = Math.min(lo + 1, sorted.length - 1);
@@ -65,8 +66,9 @@ function melWeights(spec, bins, filterbank) {
   return weights;
 }
 
-// window: Float64Array (spec.length samples); mask: Float64Array rows x cols; filterbank (log-mel only)
-export function maskedWindow(spec, window, mask, rows, cols, filterbank = null) {
+// window: Float64Array (spec.length samples); mask: Float64Array rows x cols; filterbank (log-mel only);
+// rescale: scale the result to the window's peak (false: as lrp_onnx.runtime.audible.masked_window leaves it)
+export function maskedWindow(spec, window, mask, rows, cols, filterbank = null, rescale = true) {
   const { nperseg, hop, nfft } = stftParameters(spec);
   const half = Math.floor(nperseg / 2);
   const paddedLen = window.length + 2 * half;
@@ -112,7 +114,7 @@ export function maskedWindow(spec, window, mask, rows, cols, filterbank = null) 
     peak = Math.max(peak, Math.abs(result[i]));
     originalPeak = Math.max(originalPeak, Math.abs(window[i]));
   }
-  if (peak > 0) for (let i = 0; i < result.length; i++) result[i] *= originalPeak / peak;
+  if (rescale && peak > 0) for (let i = 0; i < result.length; i++) result[i] *= originalPeak / peak;
   return Float32Array.from(result);
 }
 

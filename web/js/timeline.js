@@ -2,7 +2,7 @@
 // lrp_onnx.runtime.recordings.RecordingDecision.timeline lays them out: the windows side by side for a
 // longer recording (windows without speech show their spectrogram and no relevance), and only the
 // recorded columns of a single window (a shorter recording, or the most speech-filled window of one).
-// Plus the audible heatmap over the same span: the speech windows masked by their positive relevance.
+// Plus the audible heatmap over the same span: the explained windows masked by their positive relevance.
 import { maskedWindow, relevanceMask } from "./audible.js";
 import { melFilterbank, times, windowFeatures } from "./features.js";
 
@@ -70,21 +70,25 @@ export function timeline(spec, result) {
   return { features: f.values, relevance: r.values, rows, cols: f.cols, times: ts };
 }
 
-// the audible heatmap (samples at the spec's rate): each explained window masked by its positive
-// relevance (one scale for all windows), silence elsewhere; a single window as the model saw it
+// the audible heatmap over the recording (samples at the spec's rate), as lrp_onnx.runtime.audible.relevant_audio
+// makes it: each explained window masked by its own positive relevance, the windows' parts inside the recording
+// put in place (silence elsewhere), the whole scaled to the recording's peak
 export function audibleTimeline(spec, result) {
   const { rows, cols, parts, x } = result, sr = spec.sample_rate, length = spec.length;
   const filterbank = spec.kind === "log-mel" ? melFilterbank(spec) : null;
-  const summed = parts.map((p) => channelSum(p.relevance, rows, cols));
-  const all = new Float32Array(summed.reduce((n, s) => n + s.length, 0));
-  summed.reduce((at, s) => (all.set(s, at), at + s.length), 0);
-  const mask = relevanceMask(all), cells = rows * cols;
-  const masked = parts.map((p, i) => maskedWindow(spec, p.window, mask.subarray(i * cells, (i + 1) * cells), rows, cols, filterbank));
-  if (!result.speech) return masked[0];
   const out = new Float64Array(x.length);
-  parts.forEach((p, i) => {
-    const start = Math.round(p.startS * sr);
-    out.set(masked[i].subarray(0, Math.min(length, x.length - start)), start);
-  });
-  return out;
+  for (const p of parts) {
+    const start = Math.round(p.startS * sr), lo = Math.max(start, 0), hi = Math.min(start + length, x.length);
+    if (hi <= lo) continue;
+    const mask = relevanceMask(channelSum(p.relevance, rows, cols));
+    const masked = maskedWindow(spec, p.window, mask, rows, cols, filterbank, false);
+    out.set(masked.subarray(lo - start, hi - start), lo);
+  }
+  let peak = 0, originalPeak = 0;
+  for (let i = 0; i < x.length; i++) {
+    peak = Math.max(peak, Math.abs(out[i]));
+    originalPeak = Math.max(originalPeak, Math.abs(x[i]));
+  }
+  if (peak > 0) for (let i = 0; i < out.length; i++) out[i] *= originalPeak / peak;
+  return Float32Array.from(out);
 }
