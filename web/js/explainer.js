@@ -148,7 +148,7 @@ export class BrowserExplainer {
     for (const w of rec.windows) runs.push(await this.run(w.features));
     const classes = runs[0].logits.length, mean = new Float32Array(classes);
     for (let k = 0; k < classes; k++) mean[k] = runs.reduce((sum, r) => sum + r.logits[k], 0) / runs.length;
-    const chosen = mean.indexOf(Math.max(...mean));
+    const chosen = argmax(mean);
     for (let i = 0; i < runs.length; i++) {
       if (Number(runs[i].targets[0]) !== chosen) runs[i] = await this.run(rec.windows[i].features, chosen);
     }
