@@ -200,12 +200,17 @@ def test_cli_plots_an_rgb_image_right_way_up(cli, tmp_path, build_model):
     assert res.rc == 2 and "cannot be drawn as a signal" in res.err and res.err.strip().count("\n") == 0
 
 
-def test_cli_plots_a_signal(cli, tmp_path, build_model):
+def save_signal_model(build_model, path, length: int) -> None:
+    """x (N, 1, length) -> Flatten -> Gemm (2 classes, random weights), saved at ``path``."""
     nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "W"], ["y"], name="fc", transB=1)]
-    model = build_model(nodes, {"x": ["N", 1, 300]}, {"y": ["N", 2]},
-                        {"W": np.random.default_rng(0).standard_normal((2, 300))})
-    onnx.save(model, str(tmp_path / "m.onnx"))
+    model = build_model(nodes, {"x": ["N", 1, length]}, {"y": ["N", 2]},
+                        {"W": np.random.default_rng(0).standard_normal((2, length))})
+    onnx.save(model, str(path))
+
+
+def test_cli_plots_a_signal(cli, tmp_path, build_model):
+    save_signal_model(build_model, tmp_path / "m.onnx", 300)
     np.save(tmp_path / "x.npy", np.sin(np.arange(300) / 10.0)[None].astype(np.float32))
     res = cli("explain", tmp_path / "m.onnx", tmp_path / "x.npy", "--plot", tmp_path / "h.png")
     assert res.rc == 0, res.err
@@ -213,11 +218,7 @@ def test_cli_plots_a_signal(cli, tmp_path, build_model):
 
 
 def test_plot_kind_without_plot_is_refused(cli, tmp_path, build_model):
-    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "W"], ["y"], name="fc", transB=1)]
-    model = build_model(nodes, {"x": ["N", 1, 30]}, {"y": ["N", 2]},
-                        {"W": np.random.default_rng(0).standard_normal((2, 30))})
-    onnx.save(model, str(tmp_path / "m.onnx"))
+    save_signal_model(build_model, tmp_path / "m.onnx", 30)
     np.save(tmp_path / "x.npy", np.ones((1, 30), np.float32))
     res = cli("explain", tmp_path / "m.onnx", tmp_path / "x.npy", "--plot-kind", "signal", "-o", tmp_path / "r.npy")
     assert res.rc == 2 and "--plot-kind needs --plot" in res.err and res.err.strip().count("\n") == 0

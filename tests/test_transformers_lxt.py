@@ -225,24 +225,24 @@ def conserving_ast(conserving):
     return conserving("ast")
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_cp_lrp_conserves(conserving, name):
+def _explained_sums(conserving, name, composite):
+    """(compiled, outputs, explained logit, input relevance sum) of the zero-bias model ``name``."""
     path, x = conserving(name)
     targets = np.arange(BATCH) % 5
-    compiled, out = _explain(path, "cp-lrp", x, targets, MODELS[name][2], layer_sums=True)
-    logit = out["logits"][np.arange(BATCH), targets]
-    total = out["relevance"].reshape(BATCH, -1).sum(axis=1)
+    compiled, out = _explain(path, composite, x, targets, MODELS[name][2], layer_sums=True)
+    return compiled, out, out["logits"][np.arange(BATCH), targets], out["relevance"].reshape(BATCH, -1).sum(axis=1)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cp_lrp_conserves(conserving, name):
+    compiled, out, logit, total = _explained_sums(conserving, name, "cp-lrp")
     assert np.all(np.abs(total - logit) <= STRICT * np.abs(logit)), (total, logit)
     assert all(op != "Softmax" for op, _, _ in _step_sums(compiled, out))  # no relevance reaches the softmax
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_attnlrp_softmax_absorbs(conserving, name):
-    path, x = conserving(name)
-    targets = np.arange(BATCH) % 5
-    compiled, out = _explain(path, "attnlrp", x, targets, MODELS[name][2], layer_sums=True)
-    logit = out["logits"][np.arange(BATCH), targets]
-    total = out["relevance"].reshape(BATCH, -1).sum(axis=1)
+    compiled, out, logit, total = _explained_sums(conserving, name, "attnlrp")
     steps = _step_sums(compiled, out)
     absorbed = sum(a - b for op, a, b in steps if op == "Softmax")
     elsewhere = sum(np.abs(a - b) for op, a, b in steps if op != "Softmax")
