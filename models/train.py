@@ -236,10 +236,12 @@ def _write_json(path: Path, obj: dict) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-# Options that must match when resuming (the rest, e.g. --epochs, may change).
-_RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "width", "limit", "val_limit", "test_limit",
-                "pooling", "embedding_dim", "stem_stride", "split", "fold", "test_fraction", "val_fraction", "weight_decay",
-                "grad_clip", "epoch_size", "spec_masks")
+# Options that must match when resuming (the rest, e.g. --epochs, may change). The model's own options
+# (width, pooling, ...) are compared through the checkpoint's ``model_config``: those of another
+# architecture do not count.
+_RESUME_KEYS = ("arch", "task", "batch_size", "lr", "seed", "limit", "val_limit", "test_limit",
+                "split", "fold", "test_fraction", "val_fraction", "weight_decay", "grad_clip", "epoch_size",
+                "spec_masks")
 #: values of options added later, for runs started before them
 _RESUME_DEFAULTS = {"spec_masks": False}
 
@@ -257,7 +259,8 @@ def _initial_model(arch: str, model_config: dict, init: str | None) -> nn.Module
     return model
 
 
-def _resume(out: Path, config: dict, sets: SplitSets, model: nn.Module, optimizer) -> tuple[int, dict, float]:
+def _resume(out: Path, config: dict, sets: SplitSets, model_config: dict, model: nn.Module,
+            optimizer) -> tuple[int, dict, float]:
     """Load the run's last checkpoint into ``model`` and ``optimizer`` (and the random state);
     returns (epoch, best, training seconds). Refuses changed options or a changed data split."""
     last_path = out / "last.pt"
@@ -266,10 +269,12 @@ def _resume(out: Path, config: dict, sets: SplitSets, model: nn.Module, optimize
     def option(values, k):
         return values.get(k, _RESUME_DEFAULTS.get(k))
 
-    changed = [k for k in _RESUME_KEYS if option(saved, k) != option(config, k)]
+    started = {k: option(saved, k) for k in _RESUME_KEYS} | dict(ckpt.get("model_config", {}))
+    now = {k: option(config, k) for k in _RESUME_KEYS} | dict(model_config)
+    changed = [k for k in now if started.get(k) != now[k]]
     if changed:
         raise InputError(f"{last_path}: --resume with different {', '.join(changed)} than the run "
-                         f"was started with ({', '.join(f'{k}={option(saved, k)!r}' for k in changed)})")
+                         f"was started with ({', '.join(f'{k}={started.get(k)!r}' for k in changed)})")
     if ckpt.get("split_key") != split_key(sets):
         raise InputError(f"{last_path}: the data split differs from the one this run was trained on")
     model.load_state_dict(ckpt["model"])
@@ -302,7 +307,7 @@ def train(config: dict, sets: SplitSets, model_config: dict, progress: bool = Tr
     split_desc = sets.describe()
     start_epoch, best, train_seconds = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": 0}, 0.0
     if config.get("resume"):
-        start_epoch, best, train_seconds = _resume(out, config, sets, model, optimizer)
+        start_epoch, best, train_seconds = _resume(out, config, sets, model_config, model, optimizer)
         log(f"resuming {out} after epoch {start_epoch} (best val acc {best['val_acc']:.4f} at epoch {best['epoch']})")
     elif last_path.exists():
         raise InputError(f"{out}: already holds a training run; pass --resume to continue it or choose another -o/--output")

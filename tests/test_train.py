@@ -104,6 +104,9 @@ def test_existing_run_and_changed_options_are_refused(digits, tmp_path, cli_proc
     assert ok(changed, 2) and "lr" in changed.err
     masks = cli_process(*train_args(digits, run, cache, "--epochs", "2", "--limit", "4", "--spec-masks", "--resume"))
     assert ok(masks, 2) and "spec_masks" in masks.err
+    # options of another architecture do not count: the AlexNet has no pooling to change
+    other = cli_process(*train_args(digits, run, cache, "--epochs", "2", "--limit", "4", "--pooling", "mean", "--resume"))
+    assert ok(other, 0) and load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04broken zip", None])
@@ -124,9 +127,12 @@ def test_corrupt_or_foreign_checkpoint_is_a_one_line_error(tmp_path, cli_process
 
 def test_resnet_trains_one_epoch_on_a_speaker_corpus(speakers, tmp_path, cli_process):
     run = tmp_path / "run"
-    assert ok(cli_process("train", "resnet", "--data", str(speakers), "--task", "speaker", "--out", str(run), "--epochs", "1",
-                 "--width", "8", "--stem-stride", "2", "--embedding-dim", "8", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
-                 "--no-progress"), 0)
+    args = ("train", "resnet", "--data", str(speakers), "--task", "speaker", "--out", str(run), "--width", "8",
+            "--stem-stride", "2", "--embedding-dim", "8", "--batch-size", "4", "--cache", str(tmp_path / "cache"),
+            "--no-progress")
+    assert ok(cli_process(*args, "--epochs", "1"), 0)
+    changed = cli_process(*args, "--epochs", "2", "--pooling", "mean", "--resume")
+    assert ok(changed, 2) and "pooling" in changed.err and "'stats'" in changed.err
     best = load_checkpoint(run / "best.pt")
     assert best["labels"] == ["01", "02", "03", "04"]
     assert best["model_config"]["width"] == 8 and best["model_config"]["pooling"] == "stats"  # the default
