@@ -22,7 +22,8 @@ layer ``p`` of ``m`` is kept if ``round(lo * m) <= p < round(hi * m)``.
 Linear layers are Conv, Gemm and MatMul with constant weights (with the
 BatchNormalization, bias and scale nodes folded into them) on the path relevance takes
 from the explained output to the input: layers of a gate branch (``x * sigmoid(f(x))``,
-e.g. squeeze-and-excitation) receive no relevance and do not count. A constant affine
+e.g. squeeze-and-excitation) receive no relevance and do not count, unless the product's node rule
+is ``uniform`` (the ``attnlrp`` preset), which gives the gate half the relevance: then they count. A constant affine
 node without such a layer before it (e.g. a lone BatchNormalization) is matched by its
 own op type but does not count for ``index``/``fraction``.
 
@@ -248,6 +249,8 @@ FIRST_LINEAR = {"op_type": list(LINEAR_OPS), "index": "0"}
 FIRST_CONV = {"op_type": ["Conv"], "index": "0"}
 #: a node rule applies only to a MatMul that is not a linear layer: a product of two activations
 BILINEAR = {"op_type": ["MatMul"]}
+#: element-wise products of two activations (gated units)
+PRODUCTS = {"op_type": ["Mul"]}
 #: recurrent nodes (their handler takes the Norm rule; its stabilizer is the epsilon of their linear maps)
 RECURRENT = ("LSTM", "GRU")
 #: residual sums and differences, means, LayerNorm (their handlers take the Norm rule)
@@ -296,10 +299,10 @@ PRESETS = {
     # uniform rule and Softmax by AttnLRP's rule, or the attention weights held constant (conservative).
     # Both: LayerNorm with its spread held constant, GELU and other activations passing relevance unchanged.
     # Residual sums, means and LayerNorm split relevance unstabilised, as lxt's gradient x input does.
-    "attnlrp": lambda: Composite(name="attnlrp", rules=_entries((BILINEAR, Uniform()), (SUMS, Norm(stabilizer=0.0))),
-                                 default=Epsilon()),
-    "cp-lrp": lambda: Composite(name="cp-lrp", rules=_entries((BILINEAR, Conservative()), (SUMS, Norm(stabilizer=0.0))),
-                                default=Epsilon()),
+    "attnlrp": lambda: Composite(name="attnlrp", rules=_entries(
+        (BILINEAR, Uniform()), (PRODUCTS, Uniform()), (SUMS, Norm(stabilizer=0.0))), default=Epsilon()),
+    "cp-lrp": lambda: Composite(name="cp-lrp", rules=_entries(
+        (BILINEAR, Conservative()), (PRODUCTS, Conservative()), (SUMS, Norm(stabilizer=0.0))), default=Epsilon()),
     # The study (seed paper): LRP-0 throughout for the AlexNet ...
     "paper-alexnet": lambda: Composite(name="paper-alexnet", default=Zero()),
     # ... and for the ResNet: LRP-0 on the dense layers (and 1-D BatchNorm) near the output,

@@ -64,6 +64,8 @@ class Plan:
     stripped: str | None = None
     steps: list[Step] = field(default_factory=list)
     nonnegative: set[str] = field(default_factory=set)
+    #: positions of the nodes whose rule sends relevance into every carrier input (:meth:`OpHandler.opens`)
+    opened: frozenset[int] = frozenset()
 
     @property
     def problems(self) -> list[Step]:
@@ -106,28 +108,41 @@ class Plan:
         """The inputs of ``step`` relevance flows into; its other inputs are held constant."""
         if step.layer is not None:
             return [step.layer.x]
-        return list(_relevance_inputs(step.nodes[0], self.graph))
+        return list(_relevance_inputs(step.nodes[0], self.graph, step.positions[0] in self.opened))
 
 
 def make_plan(graph: Graph, composite: Composite) -> Plan:
+    """The steps on the relevance path and their rules. A node rule may widen the path (:meth:`OpHandler.opens`:
+    a gate under AttnLRP's uniform rule): the plan is then made again with those branches walked, until no rule
+    opens more. Node rules are matched by op type and name only, never by position, so they do not change
+    between the rounds; linear layers are counted on the final path."""
     logits, classes, stripped = _explained_value(graph)
-    plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes, stripped=stripped,
-                score_shape=tuple(graph.shape(logits)[1:]))
-    active = _active_positions(graph, logits)
-    taken: set[int] = set()
-    index = 0
-    for position in sorted(active):
-        if position in taken:
-            continue
-        step = _step_for(graph.nodes[position], graph, logits)
-        taken.update(step.positions)
-        if step.counts_as_layer:
-            step.layer.index = index
-            index += 1
-        plan.steps.append(step)
-    _assign_rules(plan)
+    opened: frozenset[int] = frozenset()
+    while True:
+        plan = Plan(graph=graph, composite=composite, logits=logits, classes=classes, stripped=stripped,
+                    score_shape=tuple(graph.shape(logits)[1:]), opened=opened)
+        taken: set[int] = set()
+        index = 0
+        for position in sorted(_active_positions(graph, logits, opened)):
+            if position in taken:
+                continue
+            step = _step_for(graph.nodes[position], graph, logits)
+            taken.update(step.positions)
+            if step.counts_as_layer:
+                step.layer.index = index
+                index += 1
+            plan.steps.append(step)
+        _assign_rules(plan)
+        wider = opened | {s.positions[0] for s in plan.steps if _opens(s, graph)}
+        if wider == opened:
+            break
+        opened = wider
     plan.nonnegative = _nonnegative_values(graph)
     return plan
+
+
+def _opens(step: Step, graph: Graph) -> bool:
+    return step.handler is not None and step.problem is None and step.handler.opens(step.nodes[0], graph, step.rule)
 
 
 def _explained_value(graph: Graph) -> tuple[str, int | None, str | None]:
@@ -235,9 +250,9 @@ def _is_output_normaliser(node: onnx.NodeProto) -> bool:
     return handler is not None and handler.output_normaliser
 
 
-def _relevance_inputs(node: onnx.NodeProto, graph: Graph) -> list[str]:
+def _relevance_inputs(node: onnx.NodeProto, graph: Graph, opened: bool = False) -> list[str]:
     handler = handler_for(node.op_type)
-    if handler is not None:
+    if handler is not None and not opened:
         try:
             return handler.relevance_inputs(node, graph)
         except Exception:  # a malformed node: its step reports the problem
@@ -245,13 +260,13 @@ def _relevance_inputs(node: onnx.NodeProto, graph: Graph) -> list[str]:
     return [node.input[i] for i in graph.carrier_inputs(node)]
 
 
-def _active_positions(graph: Graph, logits: str) -> set[int]:
+def _active_positions(graph: Graph, logits: str, opened: frozenset[int] = frozenset()) -> set[int]:
     needed, active = {logits}, set()
     for position in reversed(range(len(graph.nodes))):
         node = graph.nodes[position]
         if any(o in needed for o in node.output if o):
             active.add(position)
-            needed.update(_relevance_inputs(node, graph))
+            needed.update(_relevance_inputs(node, graph, position in opened))
     if graph.input_name not in needed:
         raise UnsupportedOperatorError("no path carries relevance from the output back to the model input")
     return active

@@ -20,20 +20,28 @@
 * ``Mul`` by a scalar constant inside such a function (GELU's final ``* 0.5``) or on attention scores
   (``(Q K^T) * c``): relevance unchanged (lxt's gradient x input), not a diagonal layer with the epsilon rule.
 
-* ``Mul`` of two activations (refining :class:`.elementwise.Gate`): a product ``f(x) * g(x)`` of two
-  element-wise functions of one value ``x`` (a decomposed GELU ``x * (1 + erf(x / sqrt 2)) / 2``,
-  SiLU ``x * sigmoid(x)``) is one element-wise non-linearity: relevance to the factor that is an
-  affine function of ``x`` (AttnLRP's identity rule). A gate (``x * sigmoid(W x)``) is held constant
-  as before; a product of two equal-size activations of which neither is a gate is split equally
-  (``R_a = R_b = R / 2``, AttnLRP's uniform rule for element-wise products).
+* ``Mul`` of two activations (refining :class:`.elementwise.Gate`), rules ``pass`` (the default: as
+  ``conservative``, but two equal-size activations are always split equally), ``conservative`` and ``uniform``:
+
+  - a product ``f(x) * g(x)`` of two element-wise functions of one value ``x`` (a decomposed GELU
+    ``x * (1 + erf(x / sqrt 2)) / 2``, SiLU ``x * sigmoid(x)``) is one element-wise non-linearity: relevance
+    to the factor that is an affine function of ``x`` (AttnLRP's identity rule), under either rule;
+  - a gated unit ``a * sigmoid(b)`` (GLU, squeeze-and-excitation): ``conservative`` holds the gate constant,
+    ``R_a = R`` (Arras et al. 2017; CP-LRP; lxt's ``cp_gated_mlp_forward``); ``uniform`` splits it,
+    ``R_a = R_gate = R / 2`` (AttnLRP Eq. 7; lxt's ``gated_mlp_forward``), and the gate's half crosses the
+    Sigmoid by the identity rule into ``b``'s branch, which the planner then walks too. Weights made by a
+    ``Softmax`` (attentive statistics pooling) stay constant under both rules;
+  - two equal-size activations neither of which is a gate: split equally, ``R_a = R_b = R / 2`` (uniform),
+    except that ``conservative`` holds a factor made by an activation function (``silu(W_g x) * W_u x``, a
+    SwiGLU/GEGLU MLP) constant when the other is not: ``R_u = R``, as lxt's ``cp_gated_mlp_forward``.
 """
 from __future__ import annotations
 
 from onnx import helper
 
-from ..rules import Conservative, SoftmaxRule, Uniform
+from ..rules import Conservative, Pass, SoftmaxRule, Uniform
 from .base import OpHandler, register_op
-from .elementwise import Gate, Normaliser
+from .elementwise import ACTIVATIONS, Gate, Normaliser
 from .linear import LinearHead
 
 #: nodes that copy or rearrange a value (attention weights may pass through them before the product)
@@ -69,8 +77,8 @@ class BilinearMatMul(LinearHead):
     """MatMul: a linear layer with constant weights (:class:`.linear.LinearHead`); with both factors
     computed from the input, a bilinear product (rules ``uniform``, ``conservative``)."""
 
-    rules = (Conservative, Uniform)
-    default_rule = Conservative()
+    rules = (Pass, Conservative, Uniform)
+    default_rule = Pass()
 
     def _bilinear(self, node, graph) -> bool:
         return len(node.input) == 2 and all(n in graph.carriers for n in node.input)
@@ -209,7 +217,12 @@ def _elementwise_root(name, graph, depth=12):
 
 class Product(Gate):
     """Mul: a gate product (:class:`.elementwise.Gate`), an element-wise non-linearity ``f(x) * g(x)``
-    (relevance to the affine factor), or two equal-size activations split equally (``R / 2`` each)."""
+    (relevance to the affine factor), or two equal-size activations split equally (``R / 2`` each); rules
+    ``pass``, ``conservative`` (gates held constant) and ``uniform`` (gates get half), as the module docstring
+    says."""
+
+    rules = (Pass, Conservative, Uniform)
+    default_rule = Pass()
 
     def _nonlinearity(self, node, graph) -> str | None:
         carriers = graph.carrier_inputs(node)
@@ -255,11 +268,50 @@ class Product(Gate):
     def unsupported(self, node, graph):
         return None if self._split(node, graph) else super().unsupported(node, graph)
 
+    def _opened_gate(self, node, graph) -> str | None:
+        """The gate of a gated unit ``a * g`` that the uniform rule gives half the relevance, or None."""
+        if len(graph.carrier_inputs(node)) != 2 or node.input[0] == node.input[1] or self._nonlinearity(node, graph):
+            return None
+        signal = super()._activation(node, graph)
+        if signal is None:
+            return None
+        gate = node.input[1] if signal == node.input[0] else node.input[0]
+        return None if _made_by_softmax(gate, graph) else gate
+
+    def opens(self, node, graph, rule):
+        return isinstance(rule, Uniform) and self._opened_gate(node, graph) is not None
+
+    def _held_activation(self, node, graph) -> str | None:
+        """Of two equal-size factors, the one made by an activation function if the other is not (SwiGLU)."""
+        made = [n for n in node.input[:2] if _activation_made(n, graph, self)]
+        return made[0] if len(made) == 1 else None
+
     def backward(self, ctx, node, relevance, rule):
-        if not self._split(node, ctx.graph):
+        b, graph, out = ctx.b, ctx.graph, node.output[0]
+        if isinstance(rule, Uniform) and self._opened_gate(node, graph) is not None:
+            return self._halves(ctx, node, relevance[0])
+        if not self._split(node, graph):
             return super().backward(ctx, node, relevance, rule)
-        half = ctx.b.mul(relevance[0], ctx.b.const(0.5))
+        held = self._held_activation(node, graph) if isinstance(rule, Conservative) else None
+        if held is not None:
+            signal = node.input[1] if held == node.input[0] else node.input[0]
+            return [(signal, _fit(b, graph, relevance[0], signal, out))]
+        return self._halves(ctx, node, relevance[0])
+
+    def _halves(self, ctx, node, r):
+        half = ctx.b.mul(r, ctx.b.const(0.5))
         return [(n, _fit(ctx.b, ctx.graph, half, n, node.output[0])) for n in node.input[:2]]
+
+
+def _activation_made(name, graph, product: Product) -> bool:
+    """Whether ``name`` is the output of an activation function: an activation operator or a decomposed one
+    (``x * sigmoid(x)``, a GELU), possibly through a final constant scale."""
+    node = graph.producer.get(name)
+    if node is not None and node.op_type == "Mul" and product._inner_scale(node, graph):
+        node = graph.producer.get(node.input[graph.carrier_inputs(node)[0]])
+    if node is None:
+        return False
+    return node.op_type in ACTIVATIONS or (node.op_type == "Mul" and product._nonlinearity(node, graph) is not None)
 
 
 register_op("MatMul", BilinearMatMul)

@@ -75,6 +75,11 @@ class OpHandler:
         """The inputs relevance flows into (default: those carrying signal from the model input)."""
         return [node.input[i] for i in graph.carrier_inputs(node)]
 
+    def opens(self, node: onnx.NodeProto, graph: Graph, rule: NodeRule) -> bool:
+        """Whether ``rule`` also sends relevance into the carrier inputs that :meth:`relevance_inputs` holds
+        constant (a sigmoid gate under AttnLRP's uniform rule); the planner then walks those branches too."""
+        return False
+
     def nonnegative(self, node: onnx.NodeProto, graph: Graph, nonnegative: set[str]) -> bool:
         """Whether the output is known to be >= 0, given the values known to be."""
         if not self.sign_preserving:
