@@ -166,8 +166,9 @@ def _emit(plan: Plan, explainer: onnx.ModelProto, layer_sums: bool,
             relevance.setdefault(name, []).append(r)
         if layer_sums:
             k = len(sums)  # contributions may differ in shape (a product's two factors): sum each per sample
-            sums.append((step.name, b.sum([_sample_sum(b, r, f"{k}/in") for r in incoming if r is not None]),
-                         b.sum([_sample_sum(b, r, f"{k}/out") for _, r in contributions])))
+            sums.append((step.name,
+                         b.sum([_value_sum(b, graph, v, r, f"{k}/in") for v, r in zip(step.outputs, incoming) if r]),
+                         b.sum([_value_sum(b, graph, v, r, f"{k}/out") for v, r in contributions])))
     result = _collect(b, relevance, graph.input_name)
     if result is None:
         result = b.zeros_like(graph.input_name)
@@ -280,8 +281,12 @@ def _rename(g: onnx.GraphProto, old: str, new: str, input_name: str) -> str:
     return new if input_name == old else input_name
 
 
-def _sample_sum(b: Builder, value: str, hint: str) -> str:
-    flat = b.op("Flatten", [value], axis=1)
+def _value_sum(b: Builder, graph, value: str, relevance: str, hint: str) -> str:
+    """Per sample, the sum of ``relevance``, shaped like the model's ``value`` (whose batch may not be on axis 0)."""
+    shape, axis = graph.shape(value), graph.batch_axis(value)
+    if axis and shape is not None:
+        relevance = b.op("Transpose", [relevance], perm=[axis] + [k for k in range(len(shape)) if k != axis])
+    flat = b.op("Flatten", [relevance], axis=1)
     return b.op("ReduceSum", [flat, b.ints([1])], keepdims=0, hint=f"sum{hint.replace('/', '_')}")
 
 

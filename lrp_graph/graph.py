@@ -20,6 +20,10 @@ from onnx import numpy_helper
 from .errors import ModelError
 from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits, fold_constants
 
+#: Operators that keep their inputs' axes (with broadcasting).
+_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Erf",
+                          "Sqrt", "Pow", "Where", "Dropout"})
+
 #: Operators whose outputs do not depend differentiably on their inputs.
 NON_DIFFERENTIABLE = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "ConstantOfShape", "EyeLike"})
 
@@ -33,6 +37,8 @@ class Graph:
     output_name: str
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     shapes: dict[str, tuple] = field(default_factory=dict)
+    #: per value, the symbolic name of each dimension (None where it has a size or no name)
+    symbols: dict[str, tuple] = field(default_factory=dict)
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     carriers: frozenset[str] = field(default_factory=frozenset)
@@ -73,6 +79,28 @@ class Graph:
             return tuple(self.constants[name].shape)
         return self.shapes.get(name)
 
+    def batch_axis(self, name: str, depth: int = 64) -> int:
+        """The axis of ``name`` that holds the model input's batch: the one axis named like the input's first
+        (a transpose may have moved it, as rotary position embeddings do); where shape inference lost the name,
+        followed back through Transpose and element-wise nodes; 0 where that cannot be told."""
+        batch = self.symbols.get(self.input_name, (None,))[:1]
+        if not batch or batch[0] is None:
+            return 0
+        axes = [k for k, d in enumerate(self.symbols.get(name, ())) if d == batch[0]]
+        if len(axes) == 1 or depth == 0:
+            return axes[0] if len(axes) == 1 else 0
+        node, shape = self.producer.get(name), self.shape(name)
+        carriers = [node.input[i] for i in self.carrier_inputs(node)] if node is not None else []
+        if not carriers or shape is None:
+            return 0
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            return perm.index(self.batch_axis(carriers[0], depth - 1)) if perm else 0
+        same_rank = [c for c in carriers if (self.shape(c) or ()) and len(self.shape(c)) == len(shape)]
+        if node.op_type in _ELEMENTWISE and same_rank:
+            return self.batch_axis(same_rank[0], depth - 1)
+        return 0
+
     def carrier_inputs(self, node: onnx.NodeProto) -> list[int]:
         """Positions of ``node``'s inputs that carry signal from the model input."""
         return [i for i, name in enumerate(node.input) if name in self.carriers]
@@ -97,6 +125,7 @@ class Graph:
     def _freeze(self) -> None:
         self.constants = MappingProxyType(self.constants)
         self.shapes = MappingProxyType(self.shapes)
+        self.symbols = MappingProxyType(self.symbols)
         self.producer = MappingProxyType(self.producer)
         self.consumers = MappingProxyType({k: tuple(v) for k, v in self.consumers.items()})
         self._positions = MappingProxyType(self._positions)
@@ -109,6 +138,7 @@ class Graph:
                 continue
             dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
             self.shapes[vi.name] = dims
+            self.symbols[vi.name] = tuple(d.dim_param or None if d.HasField("dim_param") else None for d in t.shape.dim)
 
     def _fold_constants(self, limits: FoldingLimits) -> None:
         for init in self.model.graph.initializer:

@@ -100,11 +100,30 @@ def _whisper(zero_biases: bool = False):
     return model, torch.randn(BATCH, 16, 32, generator=g)
 
 
+def _conformer(zero_biases: bool = False):
+    """wav2vec2-conformer sequence classifier: the wav2vec2 feature encoder above, then 2 conformer layers (hidden 32,
+    2 heads, rotary position embeddings; macaron feed-forwards with SiLU; convolution module with pointwise conv, GLU,
+    depthwise conv 5, BatchNorm, SiLU) -> mean over time -> 5 classes."""
+    config = transformers.Wav2Vec2ConformerConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+        conv_kernel=(10, 3), conv_stride=(5, 2), feat_extract_norm="layer", conv_bias=True, num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, classifier_proj_size=16, num_labels=5, mask_time_prob=0.0,
+        conv_depthwise_kernel_size=5, position_embeddings_type="rotary", attn_implementation="eager")
+    model, g = _randomise(transformers.Wav2Vec2ConformerForSequenceClassification(config), zero_biases)
+    with torch.no_grad():  # trained-looking BatchNorm statistics (zero_biases: a BatchNorm with no shift)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.running_mean.copy_(0.0 if zero_biases else 0.1 * torch.randn(m.num_features, generator=g))
+    return model, torch.randn(BATCH, 400, generator=g)
+
+
 #: name -> (builder, the transformers modeling module lxt patches, the model's input name)
 MODELS = {
     "ast": (_ast, "audio_spectrogram_transformer.modeling_audio_spectrogram_transformer", "input_values"),
     "wav2vec2": (_wav2vec2, "wav2vec2.modeling_wav2vec2", "input_values"),
     "whisper": (_whisper, "whisper.modeling_whisper", "input_features"),
+    "conformer": (_conformer, "wav2vec2_conformer.modeling_wav2vec2_conformer", "input_values"),
 }
 
 
@@ -152,8 +171,10 @@ def _per_sample_error(ours, ref):
     return np.linalg.norm(ours - ref, axis=1) / np.linalg.norm(ref, axis=1)
 
 
-#: (model, exporter) pairs: every model by both exporters; the AST also with LayerNorm written out
-CASES = [(m, e) for m in MODELS for e in ("torchscript", "dynamo")] + [("ast", "torchscript-decomposed")]
+#: (model, exporter) pairs: every model by both exporters (the conformer by TorchScript only: torch.export fails on
+#: its rotary embedding in torch 2.13); the AST also with LayerNorm written out
+CASES = [(m, e) for m in MODELS for e in ("torchscript", "dynamo") if (m, e) != ("conformer", "dynamo")] + [
+    ("ast", "torchscript-decomposed")]
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +203,19 @@ def test_agrees_with_lxt(exported, name, exporter, variant):
     ref, ref_logits = lxt_relevance(model, MODELS[name][1], x, targets, variant)
     np.testing.assert_allclose(out["logits"], ref_logits, atol=1e-4)
     error = _per_sample_error(out["relevance"], ref)
-    assert error.max() <= STRICT, f"{variant}, {name} exported by {exporter}: per-sample relative L2 {error}"
+    bound = np.full(len(error), STRICT)
+    if (name, variant) in FLOAT32_SENSITIVE:
+        ref32, _ = lxt_relevance(model, MODELS[name][1], x, targets, variant, dtype=torch.float32)
+        bound = np.maximum(bound, 5 * _per_sample_error(ref32, ref))
+    assert np.all(error <= bound), f"{variant}, {name} exported by {exporter}: per-sample relative L2 {error} > {bound}"
+
+
+#: Where lxt itself, run in float32, misses its float64 result by more than STRICT, the bound is 5x its own float32
+#: error per sample. The conformer under AttnLRP: the GLU's gate half crosses the sigmoid by the identity rule, so
+#: the LRP-0 layer before the gate divides relevance that does not vanish with its output (sigmoid(0) = 1/2) by
+#: outputs near 0. Measured: lxt float32 against float64 up to 1.4e-2 per sample; 1.5e-6 with the GLU's gate held
+#: (attention still by AttnLRP); ours against the float64 reference 5e-5 to 1.5e-3, each sample within 3.4x lxt's.
+FLOAT32_SENSITIVE = {("conformer", "attnlrp")}
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

@@ -50,6 +50,14 @@ class PassThrough(OpHandler):
         return [(node.input[0], relevance[0])]
 
 
+class Negation(OpHandler):
+    """``Neg``: ``y = -x`` passes relevance unchanged (``R_x = x * (-1) * R_y / (-x) = R_y``, the z-rule of a
+    diagonal layer of -1; rotary position embeddings negate half of the query and key)."""
+
+    def backward(self, ctx, node, relevance, rule):
+        return [(node.input[0], relevance[0])]
+
+
 class Sum(AffineNode):
     """Residual sums ``z = sum_k c_k`` (Add; Sub with ``c_1 = -x_1``), Norm rule:
     ``R_i = c_i * R / stab(z)``; relevance of inputs that do not depend on the model
@@ -151,6 +159,7 @@ register_op("Max", ElementwiseExtremum)
 register_op("Min", ElementwiseExtremum)
 for _op in ("Identity", "Dropout", "Cast"):
     register_op(_op, PassThrough)
+register_op("Neg", Negation)
 register_op("Add", Sum)
 register_op("Sum", Sum)  # variadic residual sums (Caffe2 / onnx model zoo ResNets)
 register_op("Mul", Gate)

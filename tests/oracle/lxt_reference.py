@@ -10,6 +10,9 @@ functions to the classes a ``transformers`` audio model uses, and undoes them af
 
 Two choices, each measured to matter:
 
+* A GLU (a conformer's convolution module) has no lxt patch: :func:`lxt_rules` writes it as lxt's own gated MLP
+  patches write a gated product (``gated_mlp_forward``: uniform rule and the sigmoid by the identity rule;
+  ``cp_gated_mlp_forward``: the gate detached).
 * lxt patches activation *modules*; a GELU called as a function (``nn.functional.gelu`` in Whisper's encoder)
   would keep its plain gradient there, so :func:`lxt_rules` wraps that function in lxt's identity rule too.
 * float64 (``model.double()``); transformers' eager attention computes its Softmax in float32 whatever the
@@ -82,10 +85,17 @@ def lxt_rules(modeling_module: str, variant: str = "attnlrp"):
     def identity_gelu(x, approximate="none"):  # a GELU called as a function (Whisper's encoder): identity rule too
         return rules.identity_rule_implicit(lambda v: gelu(v, approximate=approximate), x)
 
+    def glu_forward(self, x):  # a conformer's GLU, written as lxt's gated MLP patches write a gated product
+        a, b = x.chunk(2, dim=self.dim)
+        if variant == "cp-lrp":
+            return a * torch.sigmoid(rules.stop_gradient(b))
+        return rules.divide_gradient(a * rules.identity_rule_implicit(torch.sigmoid, b), 2)
+
     with contextlib.ExitStack() as stack:
         enter = stack.enter_context
         enter(_patched(nn.LayerNorm, "forward", patches.layer_norm_forward))
-        for act in (activations.GELUActivation, nn.GELU):
+        enter(_patched(nn.GLU, "forward", glu_forward))
+        for act in (activations.GELUActivation, nn.GELU, nn.SiLU):
             enter(_patched(act, "original_forward", act.forward))
             enter(_patched(act, "forward", patches.non_linear_forward))
         enter(_patched(modeling, "eager_attention_forward", wrap(modeling.eager_attention_forward)))
@@ -95,11 +105,15 @@ def lxt_rules(modeling_module: str, variant: str = "attnlrp"):
 
 
 def lxt_relevance(model: nn.Module, modeling_module: str, x: np.ndarray, targets, variant: str = "attnlrp",
-                  logits_of=lambda out: out.logits) -> tuple[np.ndarray, np.ndarray]:
-    """``(relevance, logits)`` in float64: lxt's gradient x input for the logits ``targets`` of ``x``."""
-    model = model.double().eval()
+                  logits_of=lambda out: out.logits, dtype=torch.float64) -> tuple[np.ndarray, np.ndarray]:
+    """``(relevance, logits)`` in float64 (or ``dtype``, to measure the reference's own float32 error): lxt's
+    gradient x input for the logits ``targets`` of ``x``."""
+    model = model.to(dtype).eval()
+    for m in model.modules():  # rotary embeddings cache their table in the dtype of the last run
+        if getattr(m, "cached_sequence_length", None) is not None:
+            m.cached_sequence_length = None
     try:
-        xt = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+        xt = torch.tensor(np.asarray(x), dtype=dtype, requires_grad=True)
         with lxt_rules(modeling_module, variant):
             logits = logits_of(model(xt))
             picked = logits[torch.arange(len(xt)), torch.as_tensor(targets)]
