@@ -13,14 +13,14 @@
 # test and validation speakers/voices are never heard in training. Each epoch: a fresh random 3000
 # training windows (real: random 1 s speech windows; synthetic: random padding), augmented
 # (microphone EQ, band limits, source rates, telephone band, reverb, noise, level, DC, clipping; see
-# models/augmentation.py). Model selection on validation only. Safe to re-run: an interrupted run
-# continues (--resume) from its last finished epoch.
+# models/augmentation.py). 30 epochs; model selection (the best epoch) on validation only. Safe to
+# re-run: an interrupted run continues (--resume) from its last finished epoch.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SYNTH=${1:-/work/corpora/digits-small}
 REAL=${2:-$HERE/../../shared/real-speech/librispeech-train}
 RUN=${3:-/work/runs/gender_real}
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-30}
 THREADS=${THREADS:-2}
 
 args=(train alexnet --data "$SYNTH:$REAL" --task gender -o "$RUN" --epochs "$EPOCHS"
