@@ -355,12 +355,15 @@ def _reference(weights, x, product, a_shape, b_shape, target):
     ("MatMul", (1, 3, 4), (2, 4, 5)),  # ... in the first
     ("Mul", (4, 5), (4, 5)),
 ])
-def test_products_of_two_activations(build_model, product, a_shape, b_shape):
+@pytest.mark.parametrize("product_rule", ["uniform", None])
+def test_products_of_two_activations(build_model, product, a_shape, b_shape, product_rule):
+    """Split equally by ``uniform``, and by the products' default rules (``conservative`` for a MatMul, ``pass``
+    for a Mul) where neither factor is made by a Softmax or an activation function, in any composite."""
     rng = np.random.default_rng(3)
     model, weights = _two_branch_model(build_model, product, a_shape, b_shape, rng)
     x = rng.standard_normal((5, 6)).astype(np.float32)
-    composite = {"name": "t", "rules": [{"match": {"op_type": ["MatMul"]}, "rule": {"name": "uniform"}}],
-                 "default": {"name": "lrp0"}}
-    e = Explainer(model, composite=composite).explain(x, target=np.arange(5) % 3)
+    rules = [{"match": {"op_type": ["MatMul", "Mul"]}, "rule": {"name": product_rule}}] if product_rule else []
+    e = Explainer(model, composite={"name": "t", "rules": rules, "default": {"name": "lrp0"}}).explain(
+        x, target=np.arange(5) % 3)
     ref = _reference(weights, x, product, a_shape, b_shape, np.arange(5) % 3)
     assert _per_sample_error(e.relevance, ref).max() <= 1e-5

@@ -77,8 +77,8 @@ class BilinearMatMul(LinearHead):
     """MatMul: a linear layer with constant weights (:class:`.linear.LinearHead`); with both factors
     computed from the input, a bilinear product (rules ``uniform``, ``conservative``)."""
 
-    rules = (Pass, Conservative, Uniform)
-    default_rule = Pass()
+    rules = (Conservative, Uniform)
+    default_rule = Conservative()
 
     def _bilinear(self, node, graph) -> bool:
         return len(node.input) == 2 and all(n in graph.carriers for n in node.input)
