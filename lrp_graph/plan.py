@@ -162,6 +162,11 @@ def _explained_value(graph: Graph) -> tuple[str, int | None, str | None]:
                and _keeps_batch(probe, graph)):  # never through a reshape that folds time into the batch
             inner = probe.input[0]
             probe = graph.producer.get(inner)
+        unwrapped = _flattened_normaliser(probe, graph)
+        if unwrapped is not None:  # Flatten -> Softmax -> Reshape back, the old-opset form of a last-axis Softmax
+            value, stripped = unwrapped
+            node = graph.producer.get(value)
+            continue
         if probe is None or not _is_output_normaliser(probe) or probe.input[0] not in graph.carriers:
             break
         value, stripped = probe.input[0], _normaliser_name(probe, graph)
@@ -180,6 +185,32 @@ def _explained_value(graph: Graph) -> tuple[str, int | None, str | None]:
             f"the explained output '{value}' has {first} rows on its first axis, the model input's batch axis "
             f"has {batch}: its first axis must be the batch axis")
     return value, (None if shape[1] is None else math.prod(shape[1:])), stripped
+
+
+def _flattened_normaliser(node: onnx.NodeProto | None, graph: Graph) -> tuple[str, str] | None:
+    """``(x, op type)`` if ``node`` is ``Reshape(normaliser(Flatten(x)), Shape(x))``: a Softmax/LogSoftmax over the
+    last axis of ``x`` written on the rows of its flattened form (what onnx's version converter makes of an old
+    opset's Softmax over the last axis of a 3-D value: (N, T, C) -> (N*T, C) -> back). The scores explained are
+    then ``x`` itself, in its own layout."""
+    if node is None or node.op_type != "Reshape" or len(node.input) < 2:
+        return None
+    normaliser = graph.producer.get(node.input[0])
+    if normaliser is None or normaliser.op_type not in ("Softmax", "LogSoftmax"):
+        return None
+    flat = graph.producer.get(normaliser.input[0])
+    if flat is None or flat.op_type not in ("Flatten", "Reshape") or flat.input[0] not in graph.carriers:
+        return None
+    x, rows = flat.input[0], graph.shape(normaliser.input[0])
+    x_shape, target = graph.shape(x), graph.producer.get(node.input[1])
+    axis = next((a.i for a in normaliser.attribute if a.name == "axis"), -1)
+    if rows is None or len(rows) != 2 or axis not in (1, -1) or x_shape is None or len(x_shape) < 3:
+        return None
+    if rows[1] is None or x_shape[-1] != rows[1]:  # only the axes before the last were merged
+        return None
+    if target is None or target.op_type != "Shape" or target.input[0] != x or any(a.name in ("start", "end")
+                                                                                  for a in target.attribute):
+        return None
+    return x, f"{normaliser.op_type}(axis=-1)"
 
 
 def _batch_dim(graph: Graph, name: str) -> int | str | None:

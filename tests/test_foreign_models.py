@@ -277,10 +277,11 @@ def test_output_with_unit_spatial_axes(build_model):
 _COPIES = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
-def squashed(model: onnx.ModelProto, output: str, logits: np.ndarray) -> np.ndarray:
+def squashed(model: onnx.ModelProto, output: str, logits: np.ndarray, out_dims=None) -> np.ndarray:
     """``logits`` (N, K) as the model's ``output`` computes them: through the final Softmax, LogSoftmax
     or Sigmoid that produces it (found by walking back from the output through copies and reshapes),
-    over that node's axis, on the shape of its input; flattened to (N, K) again."""
+    over that node's axis, on the shape of its input (where shape inference cannot tell it, the shape of the
+    output the model computed, ``out_dims``); flattened to (N, K) again."""
     inferred = onnx.shape_inference.infer_shapes(model)
     producer = {o: n for n in inferred.graph.node for o in n.output}
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -295,8 +296,8 @@ def squashed(model: onnx.ModelProto, output: str, logits: np.ndarray) -> np.ndar
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     axis = next((a.i for a in last.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
     dims = shapes.get(last.input[0], [])[1:]
-    if not dims or np.prod(dims) != logits.shape[1]:  # not inferred: the flattened scores
-        dims = [logits.shape[1]]
+    if not dims or np.prod(dims) != logits.shape[1]:  # not inferred: the output's, else the flattened scores
+        dims = list(out_dims) if out_dims is not None and np.prod(out_dims) == logits.shape[1] else [logits.shape[1]]
     z = logits.astype(np.float64).reshape(len(logits), *dims)
     axis %= z.ndim
     if opset < 13:  # the input coerced to 2-D at ``axis``: softmax over every axis from ``axis`` on
@@ -366,7 +367,7 @@ def test_foreign_model_explains(name, catalogue_folder):
     feed = {session.get_inputs()[0].name: x[:1] if model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
             else x}
     own = session.run([entry.output or session.get_outputs()[0].name], feed)[0]
-    mapped = squashed(model, entry.output or session.get_outputs()[0].name, e.logits[: len(own)])
+    mapped = squashed(model, entry.output or session.get_outputs()[0].name, e.logits[: len(own)], own.shape[1:])
     np.testing.assert_allclose(mapped, own.reshape(len(own), -1), rtol=1e-4, atol=1e-5)
     if entry.trained:
         f = faithfulness(ex, x)

