@@ -19,7 +19,7 @@ max-pools: winner-takes-all). Loadable from JSON or YAML::
 linear layers that pass ``op_type``, counted in graph order from the input;
 ``fraction`` then selects the part ``[lo, hi)`` of the layers left, by position:
 layer ``p`` of ``m`` is kept if ``round(lo * m) <= p < round(hi * m)``.
-Linear layers are Conv, Gemm and MatMul with constant weights (with the
+Linear layers are Conv, ConvTranspose, Gemm and MatMul with constant weights (with the
 BatchNormalization, bias and scale nodes folded into them) on the path relevance takes
 from the explained output to the input: layers of a gate branch (``x * sigmoid(f(x))``,
 e.g. squeeze-and-excitation) receive no relevance and do not count, unless the product's node rule
@@ -64,7 +64,9 @@ from .rules import (
     make_rule,
 )
 
-LINEAR_OPS = ("Conv", "Gemm", "MatMul")
+#: convolutions, as Zennit's ``Convolution`` type (transposed ones included)
+CONV_OPS = ("Conv", "ConvTranspose")
+LINEAR_OPS = (*CONV_OPS, "Gemm", "MatMul")
 
 
 class Match(BaseModel):
@@ -243,10 +245,10 @@ def _entries(*pairs) -> list[Entry]:
     return [Entry(match=Match(**m), rule=make_rule(r)) for m, r in pairs]
 
 
-CONV = {"op_type": ["Conv"]}
+CONV = {"op_type": list(CONV_OPS)}
 DENSE = {"op_type": ["Gemm", "MatMul"]}
 FIRST_LINEAR = {"op_type": list(LINEAR_OPS), "index": "0"}
-FIRST_CONV = {"op_type": ["Conv"], "index": "0"}
+FIRST_CONV = {"op_type": list(CONV_OPS), "index": "0"}
 #: a node rule applies only to a MatMul that is not a linear layer: a product of two activations
 BILINEAR = {"op_type": ["MatMul"]}
 #: element-wise products of two activations (gated units)
@@ -312,7 +314,7 @@ PRESETS = {
         name="paper-resnet",
         rules=_entries(
             (FIRST_CONV, Epsilon(epsilon=0.5)),
-            ({"op_type": ["Conv"], "index": "1:", "fraction": (0.0, 1.0 / 3.0)}, Gamma(gamma=5.0)),
+            ({"op_type": list(CONV_OPS), "index": "1:", "fraction": (0.0, 1.0 / 3.0)}, Gamma(gamma=5.0)),
             (CONV, Epsilon(epsilon=0.5)),
             (DENSE, Zero()),
             ({"op_type": ["BatchNormalization"]}, Zero()),

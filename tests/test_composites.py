@@ -274,7 +274,7 @@ def restore_handlers():
 
 
 def neg_model(build_model):
-    """fc1 -> Neg 'flip' -> Relu -> fc2: Neg has no built-in rule."""
+    """fc1 -> Neg 'flip' -> Relu -> fc2."""
     rng = np.random.default_rng(6)
     W1, W2 = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
     nodes = [helper.make_node("Gemm", ["x", "W1"], ["h"], name="fc1", transB=1),
@@ -287,7 +287,16 @@ def neg_model(build_model):
 def test_register_op_for_a_new_operator(build_model, restore_handlers, cli, tmp_path):
     import onnx
 
+    from lrp_onnx.lrp_graph.ops import base
+
     model, W1, W2 = neg_model(build_model)
+    x = np.random.default_rng(7).standard_normal((4, 5)).astype(np.float32)
+    h = x @ W1.T
+    R_r = np.maximum(-h, 0) * W2[2]
+    expected = x * ((R_r / h) @ W1)  # through Relu and Neg unchanged, then LRP-0 at fc1
+    np.testing.assert_allclose(Explainer(model, composite="lrp0").explain(x, target=2).relevance, expected,
+                               rtol=1e-4, atol=1e-6)  # the built-in rule
+    del base.HANDLERS["Neg"]  # as if it had none: a user registers one
     with pytest.raises(UnsupportedOperatorError, match="Neg 'flip'"):
         Explainer(model, composite="lrp0")
 
@@ -298,12 +307,7 @@ def test_register_op_for_a_new_operator(build_model, restore_handlers, cli, tmp_
         def backward(self, ctx, node, relevance, rule):
             return [(node.input[0], relevance[0])]
 
-    x = np.random.default_rng(7).standard_normal((4, 5)).astype(np.float32)
     e = Explainer(model, composite="lrp0").explain(x, target=2)
-    h = x @ W1.T
-    r = np.maximum(-h, 0)
-    R_r = r * W2[2]
-    expected = x * ((R_r / h) @ W1)  # through Relu and Neg unchanged, then LRP-0 at fc1
     np.testing.assert_allclose(e.relevance, expected, rtol=1e-4, atol=1e-6)
     path = tmp_path / "neg.onnx"
     onnx.save(model, str(path))

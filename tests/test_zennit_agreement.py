@@ -1,6 +1,7 @@
 """Acceptance: relevance from the exported ONNX model agrees with Zennit 0.5.1 run on the PyTorch model.
 
-Matrix: the zoo models (VGG with BatchNorm, ResNet of BasicBlocks, 1-D conv net, depthwise + SE net) x both
+Matrix: the zoo models (VGG with BatchNorm, ResNet of BasicBlocks, 1-D conv net, depthwise + SE net, transposed
+convolutions) x both
 exporters (TorchScript ``dynamo=False``, ``dynamo=True``) x every preset with a Zennit counterpart; the AudioMNIST
 AlexNet x both exporters x the study's preset and one preset per rule family (``ALEXNET_PRESETS``, marked slow);
 plus parameter overrides, single rules given as composite files, the predicted-class default, and max-pool ties.
@@ -35,8 +36,8 @@ PRESETS = [
     "epsilon-alpha2-beta1", "epsilon-alpha2-beta1-flat", "paper-alexnet", "paper-resnet",
 ]
 #: samples per model: enough for the 95% share where a model max-pools (the AlexNet is costly in float64)
-SAMPLES = {"vgg": 20, "conv1d": 20, "resnet": 8, "se": 8, "alexnet": 4}
-SMALL = ["vgg", "resnet", "conv1d", "se"]
+SAMPLES = {"vgg": 20, "conv1d": 20, "resnet": 8, "se": 8, "decoder": 8, "alexnet": 4}
+SMALL = ["vgg", "resnet", "conv1d", "se", "decoder"]
 #: The AlexNet (float64 Zennit ~1 s per sample and preset, ~4 s per compile) gets the study's preset and one preset
 #: per rule family: every rule of every preset is also checked on the small models, on both exporters.
 ALEXNET_PRESETS = {
@@ -179,7 +180,7 @@ def test_parameter_overrides_agree_with_zennit(oracle, name, preset, params, exp
 
 
 # -- single rules from composite files -------------------------------------------------------------------------------
-LINEAR_OPS = ["Conv", "Gemm", "MatMul"]
+LINEAR_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
 #: (first-layer rule or None, rule on the other linear layers)
 RULE_CASES = [
     ("z-box", "epsilon"),

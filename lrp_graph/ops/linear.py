@@ -1,6 +1,6 @@
 """Linear layers in the handler registry.
 
-* ``Conv``, ``Gemm``, ``MatMul`` with a constant weight head a linear layer
+* ``Conv``, ``ConvTranspose``, ``Gemm``, ``MatMul`` with a constant weight head a linear layer
   (:mod:`..layers`); its rule comes from the composite's linear-layer entries.
 * ``BatchNormalization`` and ``Add``/``Sub``/``Mul``/``Div`` by constants are affine maps
   ``scale * x + shift``: after a linear layer they fold into its parameters (as Zennit's
@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from ..conv_transpose import conv_transpose_head
 from ..layers import affine_of, diagonal_head, linear_head
 from .base import OpHandler, register_op
 
@@ -47,6 +48,17 @@ class Scaling(AffineNode):
         return "Div is supported by a constant only"
 
 
+class TransposedConvHead(LinearHead):
+    """ConvTranspose with constant weights: a linear layer whose transposed pass is a Conv."""
+
+    def layer(self, node, graph):
+        return conv_transpose_head(node, graph)
+
+    def unsupported(self, node, graph):
+        return "ConvTranspose needs constant weights and bias"
+
+
 for _op in ("Conv", "Gemm", "MatMul"):
     register_op(_op, LinearHead)
+register_op("ConvTranspose", TransposedConvHead)
 register_op("BatchNormalization", BatchNorm)

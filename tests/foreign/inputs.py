@@ -41,13 +41,23 @@ def ocr_line_batch() -> np.ndarray:
     return ((x - 0.5) / 0.5).transpose(0, 3, 1, 2).copy()
 
 
+def ocr_detection_batch() -> np.ndarray:
+    """Two text blocks as PaddleOCR's detector reads them: 3x160x320, ImageNet-normalised."""
+    blocks = [np.concatenate([text_image(w, 40, 320, size=26) for w in words])
+              for words in (WORDS[:4], WORDS[2:])]
+    return _imagenet(np.stack(blocks))
+
+
+def _imagenet(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32) / 255.0
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((x - mean) / std).transpose(0, 3, 1, 2).copy()
+
+
 def page_batch() -> np.ndarray:
     """Pages of text lines, upright and turned by 90, 180 and 270 degrees: 3x224x224, ImageNet-normalised."""
     page = np.concatenate([text_image(w, 32, 224, size=22) for w in WORDS] + [np.full((32, 224, 3), 255, np.uint8)])
-    pages = [np.rot90(page, k) for k in range(4)]
-    x = np.stack(pages).astype(np.float32) / 255.0
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
-    return ((x - mean) / std).transpose(0, 3, 1, 2).copy()
+    return _imagenet(np.stack([np.rot90(page, k) for k in range(4)]))
 
 
 def _audio_16k(path: Path) -> np.ndarray:

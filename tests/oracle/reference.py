@@ -42,7 +42,9 @@ from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanoni
 from zennit.types import Linear as AnyLinear  # noqa: E402  (Conv*, ConvTranspose*, nn.Linear)
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+STANDARD_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: convolutions as Zennit's ``Convolution`` type has them (transposed ones included)
+CONVS = STANDARD_CONVS + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
@@ -84,7 +86,7 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     for name, module in leaves:
         if isinstance(module, BATCHNORMS):
-            if not isinstance(previous, (nn.Linear,) + CONVS):
+            if not isinstance(previous, (nn.Linear,) + STANDARD_CONVS):  # output channels on the weight's axis 0
                 raise ValueError(f"BatchNorm '{name}' does not follow a linear layer (it follows '{previous_name}')")
             with torch.no_grad():
                 scale = module.weight / torch.sqrt(module.running_var + module.eps)

@@ -157,6 +157,26 @@ class DepthwiseSENet(nn.Module):
         return self.fc(self.flatten(self.avgpool(self.down(x))))
 
 
+class DecoderNet(nn.Module):
+    """Transposed convolutions, as in an upsampling path (3x8x8 -> 5): Conv 3x3 s2 + BN + ReLU (8x4x4),
+    ConvTranspose 3x3 s2 p1 output_padding 1 + ReLU (6x8x8), grouped ConvTranspose 4x4 s2 p1 g2 + ReLU (4x16x16),
+    Conv 3x3 p1 + ReLU, global average pooling, Linear."""
+
+    def __init__(self, num_classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.up1 = nn.Sequential(nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1), nn.ReLU())
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, groups=2), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        x = self.head(self.up2(self.up1(self.stem(x))))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
 @dataclass(frozen=True)
 class Spec:
     """A zoo entry: how to build the model, its per-sample input shape, class count, and whether it max-pools."""
@@ -173,6 +193,7 @@ ZOO: dict[str, Spec] = {
     "resnet": Spec(ResNet, (1, 16, 16), 5, max_pool=False),
     "conv1d": Spec(Conv1dNet, (4, 64), 4, max_pool=True),
     "se": Spec(DepthwiseSENet, (3, 16, 16), 6, max_pool=False),
+    "decoder": Spec(DecoderNet, (3, 8, 8), 5, max_pool=False),
 }
 
 
