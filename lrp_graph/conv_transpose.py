@@ -20,7 +20,7 @@ from .layers import Layer, _attrs
 class ConvTransposeLayer(Layer):
     """``ConvTranspose``: forward the transposed convolution, the gradient the convolution it transposes."""
 
-    out_axis_weight = 1  # per group; scales fold into the weight only with one group (see fold_scale_shift)
+    out_axis_weight = 1  # within a group: see _scaled_weight
     out_axis_z = 1
 
     def setup(self, graph: Graph) -> None:
@@ -63,11 +63,19 @@ class ConvTransposeLayer(Layer):
         """``W^T s``: the convolution with the same weight and geometry."""
         return b.op("Conv", [s, self._weight(b, weight)], **self.conv_attrs)
 
-    def fold_scale_shift(self, scale, shift, z_rank):
-        """With several groups the output channels are spread over the weight's first two axes: not folded."""
-        if self.conv_attrs["group"] != 1 and np.asarray(scale).size != 1:
-            return False
-        return super().fold_scale_shift(scale, shift, z_rank)
+    @property
+    def units(self) -> int:
+        return self.weight.shape[1] * self.conv_attrs["group"]
+
+    def _scaled_weight(self, per_unit: np.ndarray) -> np.ndarray:
+        """Output channel ``j`` of group ``g`` is ``weight[g * C_in/group : ..., j - g * C_out/group]``: the weight
+        viewed as ``(group, C_in/group, C_out/group, k...)`` is scaled along its third axis, per group."""
+        group, w = self.conv_attrs["group"], self.weight.astype(np.float64)
+        if per_unit.size == 1:
+            return w * per_unit.reshape(-1)[0]
+        grouped = w.reshape(group, w.shape[0] // group, *w.shape[1:])
+        factors = per_unit.reshape(group, 1, w.shape[1], *([1] * (w.ndim - 2)))
+        return (grouped * factors).reshape(w.shape)
 
 
 def conv_transpose_head(node: onnx.NodeProto, graph: Graph) -> ConvTransposeLayer | None:

@@ -17,15 +17,22 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .control_flow import inline_constant_ifs
 from .errors import ModelError
 from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits, fold_constants
+
+#: Rounds of inlining constant If nodes (each inlines every If whose condition folded).
+MAX_INLINING_ROUNDS = 32
 
 #: Operators that keep their inputs' axes (with broadcasting).
 _ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Erf",
                           "Sqrt", "Pow", "Where", "Dropout"})
 
 #: Operators whose outputs do not depend differentiably on their inputs.
-NON_DIFFERENTIABLE = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "ConstantOfShape", "EyeLike"})
+NON_DIFFERENTIABLE = frozenset({"Shape", "Size", "ArgMax", "ArgMin", "NonZero", "ConstantOfShape", "EyeLike",
+                                # comparisons and logic: a mask made from the input is held constant
+                                "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or",
+                                "Xor", "IsNaN", "IsInf"})
 
 
 @dataclass
@@ -48,6 +55,22 @@ class Graph:
     @classmethod
     def from_model(cls, model: onnx.ModelProto, output: str | None = None,
                    folding: FoldingLimits = DEFAULT_FOLDING_LIMITS) -> "Graph":
+        for _ in range(MAX_INLINING_ROUNDS):
+            graph = cls._read(model, output, folding)
+            inlined = inline_constant_ifs(model, graph.constants)
+            if inlined is None:
+                graph._trace_carriers()
+                graph._freeze()
+                return graph
+            try:  # an If with a constant condition is now its branch: read the graph again
+                model = onnx.shape_inference.infer_shapes(inlined, data_prop=True)
+            except Exception as exc:  # onnx raises several types here
+                raise ModelError("shape inference failed after inlining constant If nodes: "
+                                 f"{str(exc).strip().splitlines()[0][:200]}") from None
+        raise ModelError(f"If nodes with constant conditions nested more than {MAX_INLINING_ROUNDS} deep")
+
+    @classmethod
+    def _read(cls, model: onnx.ModelProto, output: str | None, folding: FoldingLimits) -> "Graph":
         g = model.graph
         inits = {t.name for t in g.initializer}
         inputs = [i.name for i in g.input if i.name not in inits]
@@ -62,8 +85,6 @@ class Graph:
         graph._index()
         graph._read_shapes()
         graph._fold_constants(folding)
-        graph._trace_carriers()
-        graph._freeze()
         return graph
 
     # -- queries ---------------------------------------------------------------------------------
@@ -93,9 +114,10 @@ class Graph:
         carriers = [node.input[i] for i in self.carrier_inputs(node)] if node is not None else []
         if not carriers or shape is None:
             return 0
-        if node.op_type == "Transpose":
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            return perm.index(self.batch_axis(carriers[0], depth - 1)) if perm else 0
+        if node.op_type == "Transpose":  # without perm, the axes reversed
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None) or list(
+                reversed(range(len(shape))))
+            return perm.index(self.batch_axis(carriers[0], depth - 1))
         same_rank = [c for c in carriers if (self.shape(c) or ()) and len(self.shape(c)) == len(shape)]
         if node.op_type in _ELEMENTWISE and same_rank:
             return self.batch_axis(same_rank[0], depth - 1)
@@ -169,6 +191,19 @@ class Graph:
         for node in self.nodes:
             if node.op_type in NON_DIFFERENTIABLE:
                 continue
-            if any(n in carriers for n in node.input if n):
+            if any(n in carriers for n in [*node.input, *outer_reads(node)] if n):
                 carriers.update(o for o in node.output if o and o not in self.constants)
         self.carriers = frozenset(carriers)
+
+
+def outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The values the subgraphs of ``node`` (If, Loop, Scan) read from enclosing scopes."""
+    reads: set[str] = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+        for graph in graphs:
+            own = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer} | {
+                i.name for i in graph.input}
+            for inner in graph.node:
+                reads.update(v for v in list(inner.input) + list(outer_reads(inner)) if v and v not in own)
+    return reads

@@ -101,18 +101,26 @@ class Layer:
         return b.op("Expand", [name, b.shape_of(self.x)]) if self.x_symbolic else name
 
     # -- folding of affine tails -----------------------------------------------------------------
+    @property
+    def units(self) -> int:
+        """The number of output units (channels)."""
+        return self.weight.shape[self.out_axis_weight]
+
+    def _scaled_weight(self, per_unit: np.ndarray) -> np.ndarray:
+        """The weight with output unit ``j`` scaled by ``per_unit[j]`` (or all by one factor), in float64."""
+        shape = [1] * self.weight.ndim
+        shape[self.out_axis_weight] = -1
+        return self.weight.astype(np.float64) * per_unit.reshape(shape)
+
     def fold_scale_shift(self, scale: np.ndarray, shift: np.ndarray | None, z_rank: int) -> bool:
         """Fold ``z' = scale * z + shift`` into the parameters; False if ``scale`` is not per unit."""
         per_unit = _per_unit(scale, z_rank, self.out_axis_z)
         if per_unit is None:
             return False
-        n_units = self.weight.shape[self.out_axis_weight]
-        if per_unit.size not in (1, n_units):
+        if per_unit.size not in (1, self.units):
             return False
         self.weight_name = self.weight_t_name = None
-        shape = [1] * self.weight.ndim
-        shape[self.out_axis_weight] = -1
-        self.weight = (self.weight.astype(np.float64) * per_unit.reshape(shape)).astype(np.float32)
+        self.weight = self._scaled_weight(per_unit).astype(np.float32)
         bias_scale = _unit_vector_to_z(per_unit, z_rank, self.out_axis_z)
         bias = None if self.bias is None else self.bias.astype(np.float64) * bias_scale
         if shift is not None:

@@ -15,7 +15,7 @@ import onnx
 
 from .composite import Composite
 from .errors import ConfigError, LRPError, UnsupportedOperatorError
-from .graph import Graph
+from .graph import Graph, outer_reads
 from .layers import DiagonalLayer, Layer
 from .ops import OpHandler, handler_for, supported_ops
 from .rules import LinearRule, NodeRule
@@ -288,7 +288,7 @@ def _relevance_inputs(node: onnx.NodeProto, graph: Graph, opened: bool = False) 
             return handler.relevance_inputs(node, graph)
         except Exception:  # a malformed node: its step reports the problem
             pass
-    return [node.input[i] for i in graph.carrier_inputs(node)]
+    return [node.input[i] for i in graph.carrier_inputs(node)] + sorted(outer_reads(node) & graph.carriers)
 
 
 def _active_positions(graph: Graph, logits: str, opened: frozenset[int] = frozenset()) -> set[int]:

@@ -271,7 +271,7 @@ def _resume(out: Path, config: dict, sets: SplitSets, model_config: dict, model:
 
     started = {k: option(saved, k) for k in _RESUME_KEYS} | dict(ckpt.get("model_config", {}))
     now = {k: option(config, k) for k in _RESUME_KEYS} | dict(model_config)
-    changed = [k for k in now if started.get(k) != now[k]]
+    changed = [k for k in dict.fromkeys([*now, *started]) if started.get(k) != now.get(k)]
     if changed:
         raise InputError(f"{last_path}: --resume with different {', '.join(changed)} than the run "
                          f"was started with ({', '.join(f'{k}={started.get(k)!r}' for k in changed)})")

@@ -184,3 +184,56 @@ def test_uniform_walks_the_gate_branches_and_counts_their_layers(exported):
     assert {v: sum(rows[v][n]["status"] == "ok" for n in sigmoids) for v in rows} == {"attnlrp": 2, "cp-lrp": 0}
     gated = [r for r in rows["attnlrp"].values() if r["op_type"] == "Mul" and len(r.get("relevance_to", [])) == 2]
     assert len(gated) >= 3 and all(r["rule"] == "uniform(stabilizer=0.0)" for r in gated)
+
+
+class HeldFactor(nn.Module):
+    """``h = W x``, then ``h * f(h)`` with a factor that no rule opens: RMSNorm's ``rsqrt(mean(h^2))``, a decomposed
+    HardSwish ``clip(h + 3, 0, 6) / 6`` (a self-gate), or an input-derived mask ``h > 0``; or, for ``tanh``,
+    ``sigmoid(W_g x) * tanh(h)`` (a gated tanh unit, the sigmoid held by Arras' rule under cp-lrp)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind, self.a, self.g, self.head = kind, nn.Linear(6, 8), nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        detach = (lambda t: t.detach()) if getattr(self, "reference", False) else (lambda t: t)
+        if self.kind == "rmsnorm":
+            h = h * detach(torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6))
+        elif self.kind == "hardswish":
+            h = h * detach(torch.clamp(h + 3, 0, 6) / 6)
+        elif self.kind == "mask":
+            h = h * detach((h > 0).float())
+        else:
+            h = detach(torch.sigmoid(self.g(x))) * torch.tanh(h)
+        return self.head(h.mean(1))
+
+
+@pytest.mark.parametrize("kind,variant", [("rmsnorm", "attnlrp"), ("hardswish", "attnlrp"), ("mask", "attnlrp"),
+                                          ("tanh", "cp-lrp")])
+def test_factors_no_rule_opens_stay_held(tmp_path, kind, variant):
+    """Only sigmoid gates open under ``uniform``; the reference is gradient x input (LRP-0) with the held factor
+    detached and the element-wise functions by the identity rule (tanh passes relevance: lxt's identity rule)."""
+    torch.manual_seed(0)
+    model = HeldFactor(kind).eval()
+    x = torch.randn(BATCH, FRAMES, 6)
+    path = tmp_path / f"{kind}.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"], opset_version=17,
+                      dynamo=False, dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
+    targets = np.arange(BATCH) % CLASSES
+    ours = _explain(str(path), variant, x.numpy(), targets)["relevance"].reshape(BATCH, -1)
+    model = model.double()
+    model.reference = True
+    xt = x.double().requires_grad_(True)
+    rules = lxt_rules_module()
+    if kind == "tanh":  # identity rule through tanh, as lxt's non-linear patch
+        torch_tanh, torch.tanh = torch.tanh, lambda t: rules.identity_rule_implicit(torch_tanh, t)
+    try:
+        logits = model(xt)
+    finally:
+        if kind == "tanh":
+            torch.tanh = torch_tanh
+    (grad,) = torch.autograd.grad(logits[torch.arange(BATCH), torch.as_tensor(targets)].sum(), xt)
+    ref = (xt * grad).detach().numpy().reshape(BATCH, -1)
+    error = np.linalg.norm(ours - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert error.max() <= 1e-4, error

@@ -41,11 +41,21 @@ from onnx import helper
 
 from ..rules import Conservative, Pass, SoftmaxRule, Uniform
 from .base import OpHandler, register_op
-from .elementwise import ACTIVATIONS, Gate, Normaliser
+from .elementwise import ACTIVATIONS, Gate, Normaliser, _derived
 from .linear import LinearHead
 
+#: gates the uniform rule gives half the relevance (sigmoid-gated units)
+_SIGMOIDS = ("Sigmoid", "HardSigmoid")
 #: nodes that copy or rearrange a value (attention weights may pass through them before the product)
 _COPIES = ("Cast", "Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand")
+
+
+def _made_by(name, graph, ops) -> bool:
+    """Whether ``name`` is the output of a node of ``ops``, through copies."""
+    producer = graph.producer.get(name)
+    while producer is not None and producer.op_type in _COPIES:
+        producer = graph.producer.get(producer.input[0])
+    return producer is not None and producer.op_type in ops
 
 
 def _made_by_softmax(name, graph) -> bool:
@@ -276,14 +286,19 @@ class Product(Gate):
         if signal is None:
             return None
         gate = node.input[1] if signal == node.input[0] else node.input[0]
-        return None if _made_by_softmax(gate, graph) else gate
+        if not _made_by(gate, graph, _SIGMOIDS) or _derived(gate, signal, graph):
+            return None  # a self-gate, a normaliser (RMSNorm's rsqrt), a mask: held as before
+        return gate
 
     def opens(self, node, graph, rule):
         return isinstance(rule, Uniform) and self._opened_gate(node, graph) is not None
 
     def _held_activation(self, node, graph) -> str | None:
-        """Of two equal-size factors, the one made by an activation function if the other is not (SwiGLU)."""
+        """Of two equal-size factors, the one made by an activation function if the other is not (SwiGLU); of two
+        activations, a sigmoid's against another's (``sigmoid(a) * tanh(b)``: Arras' gate, as the LSTM rule)."""
         made = [n for n in node.input[:2] if _activation_made(n, graph, self)]
+        if len(made) == 2:
+            made = [n for n in made if _made_by(n, graph, _SIGMOIDS)]
         return made[0] if len(made) == 1 else None
 
     def backward(self, ctx, node, relevance, rule):

@@ -86,14 +86,19 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     for name, module in leaves:
         if isinstance(module, BATCHNORMS):
-            if not isinstance(previous, (nn.Linear,) + STANDARD_CONVS):  # output channels on the weight's axis 0
+            if not isinstance(previous, (nn.Linear,) + CONVS):
                 raise ValueError(f"BatchNorm '{name}' does not follow a linear layer (it follows '{previous_name}')")
             with torch.no_grad():
                 scale = module.weight / torch.sqrt(module.running_var + module.eps)
-                shape = (-1,) + (1,) * (previous.weight.ndim - 1)
                 bias = previous.bias if previous.bias is not None else torch.zeros_like(module.running_mean)
                 new_bias = (bias - module.running_mean) * scale + module.bias
-                previous.weight.mul_(scale.reshape(shape))
+                w = previous.weight
+                if isinstance(previous, STANDARD_CONVS + (nn.Linear,)):  # output channels on the weight's axis 0
+                    w.mul_(scale.reshape((-1,) + (1,) * (w.ndim - 1)))
+                else:  # ConvTranspose: weight (C_in, C_out / groups, k...), output channels per group
+                    g = previous.groups
+                    grouped = w.reshape(g, w.shape[0] // g, *w.shape[1:])
+                    w.copy_((grouped * scale.reshape(g, 1, w.shape[1], *([1] * (w.ndim - 2)))).reshape(w.shape))
                 previous.bias = nn.Parameter(new_bias)
             parent, attribute = _parent(model, name)
             setattr(parent, attribute, nn.Identity())

@@ -159,14 +159,17 @@ class DepthwiseSENet(nn.Module):
 
 class DecoderNet(nn.Module):
     """Transposed convolutions, as in an upsampling path (3x8x8 -> 5): Conv 3x3 s2 + BN + ReLU (8x4x4),
-    ConvTranspose 3x3 s2 p1 output_padding 1 + ReLU (6x8x8), grouped ConvTranspose 4x4 s2 p1 g2 + ReLU (4x16x16),
-    Conv 3x3 p1 + ReLU, global average pooling, Linear."""
+    ConvTranspose 3x3 s2 p1 output_padding 1 + BN + ReLU (6x8x8), grouped ConvTranspose 4x4 s2 p1 g2 + BN + ReLU
+    (4x16x16), Conv 3x3 p1 + ReLU, global average pooling, Linear. (TorchScript keeps the BatchNorms after the
+    ConvTranspose nodes, the dynamo exporter folds them: both must give the same relevance.)"""
 
     def __init__(self, num_classes: int = 5):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.up1 = nn.Sequential(nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1), nn.ReLU())
-        self.up2 = nn.Sequential(nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, groups=2), nn.ReLU())
+        self.up1 = nn.Sequential(nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1),
+                                 nn.BatchNorm2d(6), nn.ReLU())
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, groups=2), nn.BatchNorm2d(4),
+                                 nn.ReLU())
         self.head = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
