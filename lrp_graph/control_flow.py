@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, helper
 
+from .errors import ModelError
+
 
 def inline_constant_ifs(model: onnx.ModelProto, constants) -> onnx.ModelProto | None:
     """A copy of ``model`` with every ``If`` whose condition is in ``constants`` replaced by its taken branch,
@@ -21,16 +23,20 @@ def inline_constant_ifs(model: onnx.ModelProto, constants) -> onnx.ModelProto | 
     taken = {}
     for position, node in enumerate(g.node):
         cond = constants.get(node.input[0]) if node.op_type == "If" and node.input else None
-        if cond is not None and np.asarray(cond).size == 1:
+        if cond is not None and np.asarray(cond).size == 1 and np.asarray(cond).dtype == np.bool_:
             branch = _branch(node, bool(np.asarray(cond).reshape(-1)[0]))
             if branch is not None:
+                if len(branch.sparse_initializer):
+                    raise ModelError(f"If '{node.name or node.output[0]}': sparse initializers in a branch are not "
+                                     "supported")
                 taken[position] = branch
     if not taken:
         return None
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
-    used = {v for n in g.node for v in list(n.input) + list(n.output)} | {t.name for t in g.initializer}
+    del out.graph.value_info[:]  # shapes are inferred again from the inlined graph
+    used = _all_names(g)
     for position, node in enumerate(g.node):
         if position not in taken:
             out.graph.node.append(node)
@@ -39,6 +45,17 @@ def inline_constant_ifs(model: onnx.ModelProto, constants) -> onnx.ModelProto | 
         out.graph.node.extend(nodes)
         out.graph.initializer.extend(initializers)
     return out
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name of ``graph`` and of its subgraphs, at any depth (new names must clash with none)."""
+    names = {t.name for t in graph.initializer} | {v.name for v in list(graph.input) + list(graph.output)}
+    for node in graph.node:
+        names.update(v for v in list(node.input) + list(node.output) if v)
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs):
+                names |= _all_names(sub)
+    return names
 
 
 def _branch(node: onnx.NodeProto, condition: bool) -> onnx.GraphProto | None:

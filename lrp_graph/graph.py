@@ -55,19 +55,22 @@ class Graph:
     @classmethod
     def from_model(cls, model: onnx.ModelProto, output: str | None = None,
                    folding: FoldingLimits = DEFAULT_FOLDING_LIMITS) -> "Graph":
-        for _ in range(MAX_INLINING_ROUNDS):
+        for rounds in range(MAX_INLINING_ROUNDS + 1):
             graph = cls._read(model, output, folding)
             inlined = inline_constant_ifs(model, graph.constants)
             if inlined is None:
                 graph._trace_carriers()
                 graph._freeze()
                 return graph
+            if rounds == MAX_INLINING_ROUNDS:
+                break
             try:  # an If with a constant condition is now its branch: read the graph again
                 model = onnx.shape_inference.infer_shapes(inlined, data_prop=True)
             except Exception as exc:  # onnx raises several types here
                 raise ModelError("shape inference failed after inlining constant If nodes: "
                                  f"{str(exc).strip().splitlines()[0][:200]}") from None
-        raise ModelError(f"If nodes with constant conditions nested more than {MAX_INLINING_ROUNDS} deep")
+        raise ModelError(f"inlining If nodes with constant conditions needs more than {MAX_INLINING_ROUNDS} rounds "
+                         "(nested, or each deciding the next)")
 
     @classmethod
     def _read(cls, model: onnx.ModelProto, output: str | None, folding: FoldingLimits) -> "Graph":

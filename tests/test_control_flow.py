@@ -101,5 +101,49 @@ def test_too_deeply_nested_constant_ifs_are_a_one_line_error(monkeypatch):
         [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2"),
          numpy_helper.from_array(np.array(True), "flag")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    with pytest.raises(ModelError, match="nested more than"):
+    with pytest.raises(ModelError, match="more than 3 rounds"):
         Explainer(model, composite="lrp0")
+
+
+def test_inlined_names_never_capture_a_nested_graphs_own_values():
+    """The taken branch defines ``a`` (renamed under the If's name to ``choose/a``); a nested If defines its own
+    ``choose/a`` and reads the outer ``a``: the renaming must not make that read see the nested value. The explained
+    logits are onnxruntime's."""
+    import onnxruntime as ort
+
+    inner = _branch("inner", [helper.make_node("MatMul", ["h", "W2"], ["m"]),
+                              helper.make_node("Sigmoid", ["m"], ["choose/a"]),
+                              helper.make_node("Add", ["a", "choose/a"], ["s"])], "s")
+    then_branch = _branch("then", [helper.make_node("MatMul", ["h", "W2"], ["a"]),
+                                   helper.make_node("If", ["flag"], ["b"], then_branch=inner, else_branch=inner)], "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W1"], ["h"]),
+         helper.make_node("If", ["flag"], ["y"], name="choose", then_branch=then_branch, else_branch=then_branch)],
+        "shadow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2"),
+         numpy_helper.from_array(np.array(True), "flag")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    own = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    e = Explainer(model, composite="lrp0").explain(x, target=np.zeros(3, np.int64))
+    np.testing.assert_allclose(e.logits, own, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["where", "cast"])
+def test_a_mask_made_by_a_comparison_is_held_constant(build_model, form):
+    """``Where(h > 0, h, 0)`` and ``h * Cast(h > 0)``: the comparison carries no signal, the mask is a constant
+    factor, and LRP-0 through it is the ReLU's: ``R_x = x * (R_h / h) @ W1^T`` with ``R_h`` the ReLU'd logit share."""
+    if form == "where":
+        head = [helper.make_node("Greater", ["h", "zero"], ["m"]), helper.make_node("Where", ["m", "h", "zero"], ["r"])]
+    else:
+        head = [helper.make_node("Greater", ["h", "zero"], ["m"]), helper.make_node("Cast", ["m"], ["mf"], to=1),
+                helper.make_node("Mul", ["h", "mf"], ["r"])]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), *head, helper.make_node("MatMul", ["r", "W2"], ["y"])]
+    model = build_model(nodes, {"x": ["N", 4]}, {"y": ["N", 3]},
+                        {"W1": W1, "W2": W2, "zero": np.array(0.0, np.float32)})
+    x = RNG.standard_normal((5, 4)).astype(np.float32)
+    e = Explainer(model, composite="lrp0").explain(x, target=np.ones(5, np.int64))
+    h = x.astype(np.float64) @ W1
+    r_h = np.maximum(h, 0) * W2[:, 1]
+    np.testing.assert_allclose(e.relevance, x * ((r_h / np.where(h == 0, 1, h)) @ W1.T), rtol=1e-4, atol=1e-6)
