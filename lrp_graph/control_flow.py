@@ -47,14 +47,39 @@ def inline_constant_ifs(model: onnx.ModelProto, constants) -> onnx.ModelProto | 
     return out
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs ``node`` holds in its attributes (If's branches, Loop's and Scan's bodies)."""
+    graphs = []
+    for attribute in node.attribute:
+        if attribute.type == AttributeProto.GRAPH:
+            graphs.append(attribute.g)
+        elif attribute.type == AttributeProto.GRAPHS:
+            graphs.extend(attribute.graphs)
+    return graphs
+
+
+def outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The values the subgraphs of ``node`` read from enclosing scopes."""
+    reads: set[str] = set()
+    for graph in subgraphs(node):
+        own = _defined(graph)
+        for inner in graph.node:
+            reads.update(v for v in [*inner.input, *outer_reads(inner)] if v and v not in own)
+    return reads
+
+
+def _defined(graph: onnx.GraphProto) -> set[str]:
+    """The values ``graph`` defines itself: its inputs, initializers and node outputs."""
+    return {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer} | {i.name for i in graph.input}
+
+
 def _all_names(graph: onnx.GraphProto) -> set[str]:
     """Every value name of ``graph`` and of its subgraphs, at any depth (new names must clash with none)."""
     names = {t.name for t in graph.initializer} | {v.name for v in list(graph.input) + list(graph.output)}
     for node in graph.node:
         names.update(v for v in list(node.input) + list(node.output) if v)
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs):
-                names |= _all_names(sub)
+        for sub in subgraphs(node):
+            names |= _all_names(sub)
     return names
 
 
@@ -101,15 +126,12 @@ def _inlined(node: onnx.NodeProto, branch: onnx.GraphProto, used: set[str]):
 def _rename_outer_references(node: onnx.NodeProto, names: dict[str, str]) -> None:
     """Inside ``node``'s subgraphs, the references to values of an enclosing scope renamed by ``names``
     (names a subgraph defines itself shadow them)."""
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs)
-        for graph in graphs:
-            own = ({o for n in graph.node for o in n.output} | {t.name for t in graph.initializer}
-                   | {i.name for i in graph.input})
-            visible = {k: v for k, v in names.items() if k not in own}
-            for inner in graph.node:
-                inner.input[:] = [visible.get(v, v) for v in inner.input]
-                _rename_outer_references(inner, visible)
-            for output in graph.output:
-                if output.name in visible:
-                    output.name = visible[output.name]
+    for graph in subgraphs(node):
+        own = _defined(graph)
+        visible = {k: v for k, v in names.items() if k not in own}
+        for inner in graph.node:
+            inner.input[:] = [visible.get(v, v) for v in inner.input]
+            _rename_outer_references(inner, visible)
+        for output in graph.output:
+            if output.name in visible:
+                output.name = visible[output.name]

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .control_flow import inline_constant_ifs
+from .control_flow import inline_constant_ifs, outer_reads
 from .errors import ModelError
 from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits, fold_constants
 
@@ -25,7 +25,7 @@ from .folding import DEFAULT_FOLDING_LIMITS, FoldingLimits, fold_constants
 MAX_INLINING_ROUNDS = 32
 
 #: Operators that keep their inputs' axes (with broadcasting).
-_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Erf",
+_AXIS_KEEPING = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Erf",
                           "Sqrt", "Pow", "Where", "Dropout"})
 
 #: Operators whose outputs do not depend differentiably on their inputs.
@@ -122,7 +122,7 @@ class Graph:
                 reversed(range(len(shape))))
             return perm.index(self.batch_axis(carriers[0], depth - 1))
         same_rank = [c for c in carriers if (self.shape(c) or ()) and len(self.shape(c)) == len(shape)]
-        if node.op_type in _ELEMENTWISE and same_rank:
+        if node.op_type in _AXIS_KEEPING and same_rank:
             return self.batch_axis(same_rank[0], depth - 1)
         return 0
 
@@ -197,16 +197,3 @@ class Graph:
             if any(n in carriers for n in [*node.input, *outer_reads(node)] if n):
                 carriers.update(o for o in node.output if o and o not in self.constants)
         self.carriers = frozenset(carriers)
-
-
-def outer_reads(node: onnx.NodeProto) -> set[str]:
-    """The values the subgraphs of ``node`` (If, Loop, Scan) read from enclosing scopes."""
-    reads: set[str] = set()
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
-        for graph in graphs:
-            own = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer} | {
-                i.name for i in graph.input}
-            for inner in graph.node:
-                reads.update(v for v in list(inner.input) + list(outer_reads(inner)) if v and v not in own)
-    return reads

@@ -15,7 +15,8 @@ import onnx
 
 from .composite import Composite
 from .errors import ConfigError, LRPError, UnsupportedOperatorError
-from .graph import Graph, outer_reads
+from .control_flow import outer_reads
+from .graph import Graph
 from .layers import DiagonalLayer, Layer
 from .ops import OpHandler, handler_for, supported_ops
 from .rules import LinearRule, NodeRule

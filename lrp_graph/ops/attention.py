@@ -51,24 +51,22 @@ _COPIES = ("Cast", "Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Un
 
 
 def _made_by(name, graph, ops) -> bool:
-    """Whether ``name`` is the output of a node of ``ops``, through copies."""
-    producer = graph.producer.get(name)
-    while producer is not None and producer.op_type in _COPIES:
-        producer = graph.producer.get(producer.input[0])
-    return producer is not None and producer.op_type in ops
-
-
-def _made_by_softmax(name, graph) -> bool:
+    """Whether ``name`` is the output of a node of ``ops``, through copies and the data of a ``Where`` guard
+    (``Where(IsNaN(p), 0, p)``, as the dynamo export of scaled dot-product attention writes)."""
     producer = graph.producer.get(name)
     while producer is not None and producer.op_type in _COPIES + ("Where",):
-        if producer.op_type == "Where":  # a guard such as Where(IsNaN(p), 0, p): follow the data
+        if producer.op_type == "Where":  # a guard: follow the data
             data = [n for n in producer.input[1:] if n in graph.carriers]
             if len(data) != 1:
                 return False
             producer = graph.producer.get(data[0])
         else:
             producer = graph.producer.get(producer.input[0])
-    return producer is not None and producer.op_type == "Softmax"
+    return producer is not None and producer.op_type in ops
+
+
+def _made_by_softmax(name, graph) -> bool:
+    return _made_by(name, graph, ("Softmax",))
 
 
 def _last_two_swapped(b, value, rank):

@@ -52,10 +52,7 @@ class PassThrough(OpHandler):
 
 class Negation(OpHandler):
     """``Neg``: ``y = -x`` passes relevance unchanged (``R_x = x * (-1) * R_y / (-x) = R_y``, the z-rule of a
-    diagonal layer of -1; rotary position embeddings negate half of the query and key)."""
-
-    def backward(self, ctx, node, relevance, rule):
-        return [(node.input[0], relevance[0])]
+    diagonal layer of -1; rotary position embeddings negate half of the query and key): the base backward."""
 
 
 class Sum(AffineNode):
