@@ -103,6 +103,19 @@ def export_alexnet(folder: Path, seed: int) -> tuple[object, Path]:
     return model, path
 
 
+def bench_session_options(threads: int, spin: bool = False):
+    """Session options for timing two sessions in turns: without ``spin`` the idle pool threads sleep instead of
+    spinning. Spinning threads of the session that just ran take the CPU from the next one on a 2-core machine:
+    measured on the ResNet34 benchmark, that doubled the plain forward's time at batch 1 (25 -> 53 ms) and
+    flattered the explain/forward ratio (4.1x -> 2.3x)."""
+    from lrp_onnx.runtime.explainer import session_options
+
+    options = session_options(threads)
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def kernel_times(model_path: Path, composite: str, kwargs: dict, x: np.ndarray, threads: int, folder: Path,
                  runs: int = 5, options=None) -> tuple[dict[str, float], dict[str, float]]:
     """Kernel time (microseconds, summed over ``runs`` explanations) per operator type and per node,

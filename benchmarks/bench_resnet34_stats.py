@@ -1,7 +1,7 @@
 """Benchmark: LRP explain time of the study's speaker ResNet34 (statistics pooling, 5994 speakers).
 
     python benchmarks/bench_resnet34_stats.py [--batches 1 8] [--threads 2] [--zennit-repeats 3]
-                                              [--json-out FILE] [--profile]
+                                              [--json-out FILE] [--profile] [--spin]
 
 The model: :class:`lrp_onnx.models.resnet.SpeakerResNet` as the study and wespeaker build it -- BasicBlocks
 [3, 4, 6, 3] with 32, 64, 128, 256 channels, a stride-1 3x3 stem, temporal statistics pooling (mean and
@@ -20,11 +20,12 @@ dynamic batch). In one process, per batch size, the median wall time of
   gradient, so its relevance is not expected to equal ours (the relative L2 difference is printed as a
   sanity check only),
 
-with onnxruntime's intra-op threads = torch's threads, and the ratios explain/forward (target <= 3) and
+with onnxruntime's intra-op threads = torch's threads (idle pool threads sleep between runs unless ``--spin``: a
+session's spinning threads would slow the other's next run), and the ratios explain/forward (target <= 3) and
 explain/zennit (target <= 0.2). Forward and explain run in turns (one call of each per round, after two
-warm-up rounds), so that a change of the machine's load affects both alike; Zennit, far slower, runs
-``--zennit-repeats`` times after one warm-up call. The ratios of process CPU time are printed too: on a
-shared machine they are steadier than wall time. The explainer's node count by operator type is printed
+warm-up rounds), so that a change of the machine's load affects both alike; Zennit, far slower (torch with its
+default thread settings), runs ``--zennit-repeats`` times after one warm-up call. The ratios of process CPU
+time are printed too: on a shared machine they are steadier than wall time. The explainer's node count by operator type is printed
 too (a deterministic measure of the work per run). ``--json-out`` writes all of it as JSON; ``--profile``
 adds onnxruntime's per-operator profile of the explainer.
 
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_explain import profile_explainer
+from bench_explain import bench_session_options, profile_explainer
 from bench_explain import stub_torchvision as stub_torchvision_with
 
 TARGETS = {"forward": 3.0, "zennit": 0.2}
@@ -162,8 +163,6 @@ def measure(args, folder: Path) -> dict:
     import torch
     from lrp_onnx.exporter.export import export_module
     from lrp_onnx.runtime import Explainer
-    from lrp_onnx.runtime.explainer import session_options
-
     torch.set_num_threads(args.threads)
     stub_torchvision()
     from zennit.attribution import Gradient
@@ -172,9 +171,10 @@ def measure(args, folder: Path) -> dict:
     path = export_module(model, torch.randn(2, 1, MODEL["n_mels"], FRAMES), folder / "resnet34_stats.onnx",
                          dynamo=False, opset=18)
     start = time.perf_counter()
-    ex = Explainer(path, composite=COMPOSITE, threads=args.threads, cache=False)
+    ex = Explainer(path, composite=COMPOSITE, options=bench_session_options(args.threads, args.spin), cache=False)
     compile_s = time.perf_counter() - start
-    forward = ort.InferenceSession(str(path), session_options(args.threads), providers=["CPUExecutionProvider"])
+    forward = ort.InferenceSession(str(path), bench_session_options(args.threads, args.spin),
+                                   providers=["CPUExecutionProvider"])
     params = sum(p.numel() for p in model.parameters())
     w = MODEL["width"]
     print(f"ResNet34 [3,4,6,3], widths {w}/{2 * w}/{4 * w}/{8 * w}, statistics pooling, "
@@ -199,7 +199,7 @@ def measure(args, folder: Path) -> dict:
         profile_explainer(path, COMPOSITE, {"cache": False}, x, args.threads, folder)
     return {"model": {**MODEL, "layers": [3, 4, 6, 3], "frames": FRAMES, "parameters": params,
                       "exporter": "torchscript", "opset": 18},
-            "composite": COMPOSITE, "threads": args.threads, "onnxruntime": ort.__version__,
+            "composite": COMPOSITE, "threads": args.threads, "spin": args.spin, "onnxruntime": ort.__version__,
             "torch": torch.__version__, "compile_s": compile_s, "load_average": os.getloadavg(),
             "explainer_nodes": counts,
             "targets": TARGETS, "rows": rows, "missed": missed}
@@ -212,6 +212,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per measurement (default: by batch)")
     parser.add_argument("--zennit-repeats", type=int, default=3, help="timed Zennit runs (after one warm-up)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spin", action="store_true",
+                        help="let idle onnxruntime pool threads spin (the default sleeps them: see bench_session_options)")
     parser.add_argument("--json-out", type=Path, help="write the measurements as JSON")
     parser.add_argument("--profile", action="store_true", help="also print onnxruntime's per-operator profile")
     args = parser.parse_args(argv)

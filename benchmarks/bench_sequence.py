@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_explain import kernel_times
+from bench_explain import bench_session_options, kernel_times
 
 TARGETS = {"forward": 3.0, "torch": 0.3}
 AST_MODULE = "audio_spectrogram_transformer.modeling_audio_spectrogram_transformer"
@@ -135,14 +135,9 @@ def _profile(explainer_path: Path, composite: str, x: np.ndarray, threads: int, 
 
 
 def _options(args):
-    """The sessions' options; without ``--spin`` the idle pool threads sleep instead of spinning (on a shared CPU,
-    one session's spinning threads slow the next measurement), alike for both sessions and for torch's OpenMP."""
-    from lrp_onnx.runtime.explainer import session_options
-
-    options = session_options(args.threads)
-    if not args.spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
+    """The sessions' options (:func:`bench_explain.bench_session_options`): idle pool threads sleep unless
+    ``--spin``, alike for both sessions and for torch's OpenMP."""
+    return bench_session_options(args.threads, args.spin)
 
 
 def bench_model(name: str, folder: Path, args, rng) -> list[dict]:

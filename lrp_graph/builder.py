@@ -118,6 +118,10 @@ class Builder:
         a ``Where`` with tensor operands)."""
         return self.op("Cast", [condition], to=onnx.TensorProto.FLOAT)
 
+    def nonzero(self, x: str) -> str:
+        """``[x != 0]`` as float 1/0 (a float cast to bool is ``x != 0``)."""
+        return self.mask(self.op("Cast", [x], to=onnx.TensorProto.BOOL, hint="nonzero"))
+
     def stabilize(self, z: str, epsilon: float) -> str:
         """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser), exactly:
         ``[z >= 0] * 2 epsilon - epsilon`` is +-epsilon without rounding."""
@@ -130,10 +134,14 @@ class Builder:
 
         ``rectified``: the model's ``max(denominator, 0)``. Where the numerator is known to vanish with it
         (:meth:`vanishes_with`), only ``denominator > 0`` counts, where ``stab(denominator) = rectified + epsilon``
-        exactly: one Add and one Div (elsewhere ``0 / epsilon = 0``, or ``0 / 1`` for epsilon = 0). Where the
+        exactly: one Add and one Div (elsewhere ``0 / epsilon = 0``, or ``0 / 1`` for epsilon = 0; with epsilon = 0
+        and a numerator ``rectified * t``, just ``t [rectified != 0]``). Where the
         numerator vanishes with the denominator itself, ``sign(z) numerator / (|z| + epsilon)`` (no mask), and for
-        a numerator ``z * t``, ``|z| t / (|z| + epsilon)`` (the product ``z * t`` itself is then not read here)."""
+        a numerator ``z * t``, ``|z| t / (|z| + epsilon)``, or ``t [z != 0]`` with epsilon = 0 (the product ``z * t``
+        itself is then not read here)."""
         if rectified is not None and self.vanishes_with(numerator, rectified):
+            if epsilon == 0 and self.cofactor(numerator, rectified) is not None:  # r t / r = t where r != 0
+                return self.mul(self.cofactor(numerator, rectified), self.nonzero(rectified))
             shift = self.const(epsilon) if epsilon > 0 else self.mask(self.op("Equal", [rectified, self.const(0.0)]))
             return self.div(numerator, self.add(rectified, shift))
         if epsilon > 0 and self.vanishes_with(numerator, denominator):  # stab(z) = sign(z) (|z| + epsilon)
@@ -146,6 +154,8 @@ class Builder:
             return self.div(signed, self.add(magnitude, self.const(epsilon)))
         if epsilon > 0:
             return self.div(numerator, self.stabilize(denominator, epsilon))
+        if self.cofactor(numerator, denominator) is not None:  # z t / z = t where z != 0
+            return self.mul(self.cofactor(numerator, denominator), self.nonzero(denominator))
         is_zero = self.mask(self.op("Equal", [denominator, self.const(0.0)]))
         quotient = self.div(numerator, self.add(denominator, is_zero))
         return self.mul(quotient, self.sub(self.const(1.0), is_zero))

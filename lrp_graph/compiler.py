@@ -249,10 +249,16 @@ def _one_hot(b: Builder, classes: int | None, target: str, scores: str | None = 
 
 
 def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | None:
+    """The relevance of value ``name``: the sum of its consumers' contributions. Where each is ``name`` times
+    something (``x * c``, as the linear rules make them), one product of the sum: ``x * (c_1 + c_2 + ...)``."""
     parts = relevance.pop(name, None)
     if not parts:
         return None
-    total = b.sum(parts)
+    cofactors = [b.cofactor(part, name) for part in parts]
+    if len(parts) > 1 and all(c is not None for c in cofactors):
+        total = b.mul(name, b.sum(cofactors))
+    else:
+        total = b.sum(parts)
     relevance[name] = [total]
     return total
 

@@ -57,11 +57,12 @@ class Normalisation(OpHandler):
             return [(x, self._grouped(ctx, node, s, eps))]
         if node.op_type == "LayerNormalization":
             axis = int(_attrs(node).get("axis", -1)) % rank
-            axes, gamma = list(range(axis, rank)), node.input[1]
+            axes = list(range(axis, rank))
+            t = b.mul(b.mul(s, node.input[1]), _inverse_spread(b, node))
         else:  # InstanceNormalization: per sample and channel, over the spatial axes; scale per channel
             axes = list(range(2, rank))
             gamma = b.op("Reshape", [node.input[1], b.ints([-1] + [1] * (rank - 2))])
-        t = b.div(b.mul(s, gamma), _spread(b, x, axes, eps))
+            t = b.div(b.mul(s, gamma), _spread(b, x, axes, eps))
         return [(x, b.mul(x, b.sub(t, b.op("ReduceMean", [t, b.ints(axes)], keepdims=1))))]
 
     def _grouped(self, ctx, node, s, eps):
@@ -80,6 +81,17 @@ class Normalisation(OpHandler):
             t = b.mul(t, b.op("Reshape", [node.input[1], b.ints([1, groups, 1])]))
         r = b.mul(grouped, b.sub(t, b.op("ReduceMean", [t, b.ints([2])], keepdims=1)))
         return b.reshape_like(r, x)
+
+
+def _inverse_spread(b, node):
+    """``1 / sqrt(var(x) + eps)`` as the LayerNormalization node computed it: its InvStdDev output (third,
+    optional), which the explainer's copy of the node is given if the model did not ask for it."""
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    if not outputs[2]:
+        outputs[2] = b.fresh("inv_std_dev")
+        del node.output[:]
+        node.output.extend(outputs)
+    return outputs[2]
 
 
 def _spread(b, x, axes, eps):
