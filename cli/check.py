@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from ..lrp_graph import plan_model
+from ..lrp_graph.precision import source_precision
 from ..lrp_graph.errors import UnsupportedOperatorError
 from .options import (
     add_composite_args,
@@ -34,7 +35,8 @@ def run(args) -> int:
     rows = plan.rows()
     if args.json:
         print(json.dumps({"composite": plan.composite.name, "explained_output": plan.logits,
-                          "stripped": plan.stripped, "nodes": rows}, indent=2))
+                          "stripped": plan.stripped, "source_precision": source_precision(plan.graph.model),
+                          "nodes": rows}, indent=2))
     else:
         _print_table(plan, rows)
     problems = plan.problems
@@ -54,6 +56,9 @@ def _print_table(plan, rows: list[dict]) -> None:
     widths = {k: min(60, max(len(str(r[k])) for r in rows + [titles])) for k in keys}
     stripped = f" (the scores before the final {plan.stripped})" if plan.stripped else ""
     print(f"composite: {printable(plan.composite.name)}; explained output: {printable(plan.logits)}{stripped}")
+    if source_precision(plan.graph.model):
+        print(f"the model computes in {printable(source_precision(plan.graph.model))}: explained as its float32 "
+              "conversion")
     print("  ".join(f"{titles[k]:<{widths[k]}}" for k in keys) + "  relevance to")
     for r in rows:
         print("  ".join(f"{str(r[k])[:60]:<{widths[k]}}" for k in keys) + f"  {r['relevance_to'][:120]}")

@@ -14,6 +14,7 @@ from onnx import shape_inference, version_converter
 
 from .errors import ModelError
 from .external_data import load_external_data
+from .precision import to_float32
 
 #: Opset the compiler works in. Older models are converted up to it; newer ones
 #: (19-21) keep their opset, whose operator forms we use are the same.
@@ -23,7 +24,8 @@ MIN_OPSET, MAX_OPSET = 7, 21
 
 def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
     """Load, validate and normalise a model (a path, serialised bytes or a ModelProto): external data
-    read from the model's folder and checked (models in memory may have none), opset >= 18, shapes inferred."""
+    read from the model's folder and checked (models in memory may have none), float32 throughout, opset >= 18,
+    shapes inferred."""
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
@@ -38,6 +40,10 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
         where = str(model)
     _modernise_ir(proto)  # before the checker: IR 3 files that leave an initializer out of the inputs run in ORT
     _check_structure(proto, where)
+    try:  # float16, bfloat16 and float64 models are explained as float32 ones (lrp_graph.precision)
+        to_float32(proto)
+    except Exception as exc:  # a tensor whose data does not fit its shape and type
+        raise ModelError(f"{where}: cannot convert the model to float32: {_first_line(exc)}") from None
     proto = _normalise_opset(proto, where)
     # shapes come from the graph itself, not from the file's value_info: exporters write stale entries
     # (torch 2.13's dynamo exporter pins a symbolic time axis after LSTM/GRU to the example's length),

@@ -1,0 +1,124 @@
+"""float16, bfloat16 and float64 models are explained as the float32 model they describe (lrp_graph.precision):
+the explanation of a float16 model is the explanation of the float32 model with the same (float16-valued)
+weights, digit for digit; the source precision is recorded and shown."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lrp_onnx.lrp_graph import compile_explainer
+from lrp_onnx.lrp_graph.precision import SOURCE_PRECISION, to_float32
+from lrp_onnx.runtime import Explainer
+
+NUMPY = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
+
+
+def cnn(dtype: int) -> onnx.ModelProto:
+    """x (1x6x6) -> Conv (4) -> Relu -> Mul by a Constant 0.5 -> Flatten -> Gemm (3), every tensor of ``dtype``;
+    the weights are float16 values in every precision."""
+    rng = np.random.default_rng(0)
+    weights = {"W": rng.standard_normal((4, 1, 3, 3)), "B": rng.standard_normal(4),
+               "G": rng.standard_normal((3, 4 * 4 * 4))}
+    half = {k: v.astype(np.float16) for k, v in weights.items()}
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Constant", [], ["k"], name="k",
+                              value=numpy_helper.from_array(np.array(0.5, NUMPY[dtype]), "k")),
+             helper.make_node("Mul", ["r", "k"], ["m"], name="scale"),
+             helper.make_node("Flatten", ["m"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "G"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", dtype, ["N", 1, 6, 6])],
+                              [helper.make_tensor_value_info("y", dtype, ["N", 3])],
+                              [numpy_helper.from_array(v.astype(NUMPY[dtype]), k) for k, v in half.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT16, TensorProto.DOUBLE])
+def test_a_model_in_another_precision_is_explained_as_its_float32_model(dtype):
+    x = np.random.default_rng(1).standard_normal((3, 1, 6, 6)).astype(np.float16).astype(np.float32)
+    reference = Explainer(cnn(TensorProto.FLOAT), cache=False).explain(x, target=[0, 1, 2])
+    other = Explainer(cnn(dtype), cache=False).explain(x, target=[0, 1, 2])
+    assert other.relevance.dtype == np.float32
+    np.testing.assert_array_equal(other.relevance, reference.relevance)
+    np.testing.assert_array_equal(other.logits, reference.logits)
+
+
+def test_the_source_precision_is_recorded_and_shown(tmp_path):
+    path = tmp_path / "half.onnx"
+    onnx.save(cnn(TensorProto.FLOAT16), path)
+    explainer = compile_explainer(path).model
+    assert {p.key: p.value for p in explainer.metadata_props}[SOURCE_PRECISION] == "float16"
+    assert all(t.data_type != TensorProto.FLOAT16 for t in explainer.graph.initializer)
+    run = subprocess.run([sys.executable, "-m", "lrp_onnx.cli", "check", str(path), "--json"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["source_precision"] == "float16"
+    assert "source_precision" not in [p.key for p in compile_explainer(cnn(TensorProto.FLOAT))
+                                      .model.metadata_props]
+
+
+def test_every_float16_bfloat16_and_float64_place_is_converted():
+    """Types of inputs, outputs and value_info; initializers; Constant, ConstantOfShape and Cast targets; inside an
+    If's branches and a local function."""
+    def branch(name, dtype):
+        const = helper.make_node("Constant", [], [f"{name}_c"], value=helper.make_tensor("v", dtype, [1], [2.0]))
+        return helper.make_graph([const], name, [], [helper.make_tensor_value_info(f"{name}_c", dtype, [1])])
+
+    nodes = [helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE),
+             helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                              value=helper.make_tensor("one", TensorProto.BFLOAT16, [1], [1.0])),
+             helper.make_node("If", ["flag"], ["picked"], then_branch=branch("then", TensorProto.FLOAT16),
+                              else_branch=branch("else", TensorProto.FLOAT16)),
+             helper.make_node("Twice", ["xd"], ["y"], domain="local")]
+    twice = helper.make_function("local", "Twice", ["a"], ["b"],
+                                 [helper.make_node("Constant", [], ["two"],
+                                                   value=helper.make_tensor("t", TensorProto.DOUBLE, [], [2.0])),
+                                  helper.make_node("Mul", ["a", "two"], ["b"])],
+                                 [helper.make_opsetid("", 18)])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])],
+                              [numpy_helper.from_array(np.array([2], np.int64), "shape"),
+                               numpy_helper.from_array(np.array(True), "flag"),
+                               numpy_helper.from_array(np.array([1.0, 2.0], np.float64), "unused")])
+    model = helper.make_model(graph, functions=[twice],
+                              opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)])
+    assert to_float32(model) == {"float16", "bfloat16", "float64"}
+    types = _element_types(model)
+    assert not types & {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}, types
+    assert TensorProto.FLOAT in types
+    assert to_float32(model) == set()  # idempotent: nothing left to convert
+
+
+def _element_types(model: onnx.ModelProto) -> set[int]:
+    """Every element type named anywhere in the model: tensors, value types, Cast/generator targets."""
+    found: set[int] = set()
+
+    def graph(g):
+        for info in list(g.input) + list(g.output) + list(g.value_info):
+            found.add(info.type.tensor_type.elem_type)
+        found.update(t.data_type for t in g.initializer)
+        for n in g.node:
+            node(n)
+
+    def node(n):
+        for a in n.attribute:
+            if a.name in ("to", "dtype"):
+                found.add(a.i)
+            if a.type == onnx.AttributeProto.TENSOR:
+                found.add(a.t.data_type)
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else []):
+                graph(sub)
+
+    graph(model.graph)
+    for f in model.functions:
+        for n in f.node:
+            node(n)
+    return found
