@@ -226,9 +226,10 @@ def _seed(b: Builder, plan: Plan, scores: str, direction: np.ndarray | None) -> 
     One class: ``R = y * onehot(target)``. A direction w: the one score ``s = sum_k w_k y_k``
     (N, 1) is reported, and ``R_k = w_k y_k * onehot(target, 1)`` (target -1 or 0; any other
     explains nothing, as an out-of-range class does)."""
-    if direction is None:
+    if direction is None:  # a plain Mul, no product of the builder: the first layer divides it by the scores in
+        # full (an infinite or NaN score, an overflow inside the model, then gives NaN relevance, not t [y != 0])
         target = _target(b, scores)
-        return b.mul(scores, _one_hot(b, plan.classes, target, scores)), scores, target
+        return b.op("Mul", [scores, _one_hot(b, plan.classes, target, scores)]), scores, target
     weighted = b.mul(scores, b.const(direction, hint="direction"))
     score = b.op("ReduceSum", [weighted, b.ints([1])], keepdims=1, hint="score")
     target = _target(b, score)

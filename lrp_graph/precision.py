@@ -18,8 +18,10 @@ from onnx import TensorProto, numpy_helper
 SOURCE_PRECISION = "lrp_onnx.source_precision"
 
 _CONVERTED = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
-#: attributes that name an element type (Cast's target; the dtype of generators)
-_TYPE_ATTRIBUTES = ("to", "dtype")
+#: attributes that name an element type: Cast's target, the dtype of generators, the windows' and
+#: MelWeightMatrix's output type, the normalisations' internal precision (whose type InvStdDev has)
+_TYPE_ATTRIBUTES = ("to", "dtype", "output_datatype", "stash_type")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def to_float32(model: onnx.ModelProto) -> set[str]:
@@ -66,6 +68,14 @@ def _node(node: onnx.NodeProto, seen: set[str]) -> None:
                 _tensor(t, seen)
         elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
             _tensor(attr.sparse_tensor.values, seen)
+        elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
+            for t in attr.sparse_tensors:
+                _tensor(t.values, seen)
+        elif attr.type == onnx.AttributeProto.TYPE_PROTO:
+            _value_type(attr.tp, seen)
+        elif attr.type == onnx.AttributeProto.TYPE_PROTOS:
+            for tp in attr.type_protos:
+                _value_type(tp, seen)
         elif attr.type == onnx.AttributeProto.GRAPH:
             _graph(attr.g, seen)
         elif attr.type == onnx.AttributeProto.GRAPHS:
@@ -88,10 +98,15 @@ def _value_type(type_proto: onnx.TypeProto, seen: set[str]) -> None:
 
 
 def _tensor(tensor: TensorProto, seen: set[str]) -> None:
-    """A float16, bfloat16 or float64 tensor rewritten as float32, in place (name and doc string kept)."""
+    """A float16, bfloat16 or float64 tensor rewritten as float32, in place (name and doc string kept). Finite
+    float64 values beyond float32's range become float32's largest (a mask's ``finfo(float64).min`` stays a
+    large finite number, not an infinity that would make ``0 * -inf = NaN``); infinities stay infinities."""
     if tensor.data_type not in _CONVERTED:
         return
     seen.add(_CONVERTED[tensor.data_type])
-    converted = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+    values = numpy_helper.to_array(tensor)
+    if tensor.data_type == TensorProto.DOUBLE:
+        values = np.where(np.isfinite(values), np.clip(values, -_FLOAT32_MAX, _FLOAT32_MAX), values)
+    converted = numpy_helper.from_array(values.astype(np.float32), tensor.name)
     converted.doc_string = tensor.doc_string
     tensor.CopyFrom(converted)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -122,3 +123,46 @@ def _element_types(model: onnx.ModelProto) -> set[int]:
         for n in f.node:
             node(n)
     return found
+
+
+def _float64_model(nodes, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 3])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_float64_mask_of_the_lowest_float64_stays_finite():
+    """transformers builds additive masks as ``(1 - mask) * finfo(dtype).min``: in float32, -1.8e308 would be -inf
+    and ``0 * -inf`` NaN; it becomes float32's lowest, and the explanation stays finite and equal to the source's
+    logits to float32 precision."""
+    rng = np.random.default_rng(0)
+    inits = {"W": rng.standard_normal((8, 8)), "V": rng.standard_normal((3, 8)),
+             "mask": np.array([[1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]]), "one": np.array(1.0),
+             "lowest": np.array(np.finfo(np.float64).min)}
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["s"], transB=1),
+             helper.make_node("Sub", ["one", "mask"], ["off"]), helper.make_node("Mul", ["off", "lowest"], ["bias"]),
+             helper.make_node("Add", ["s", "bias"], ["masked"]), helper.make_node("Softmax", ["masked"], ["p"]),
+             helper.make_node("Mul", ["p", "s"], ["ps"]), helper.make_node("Gemm", ["ps", "V"], ["y"], transB=1)]
+    model = _float64_model(nodes, inits)
+    x = rng.standard_normal((2, 8))
+    source = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    e = Explainer(model, cache=False).explain(x.astype(np.float32), target=0)
+    assert np.isfinite(e.relevance).all()
+    np.testing.assert_allclose(e.logits, source, rtol=1e-5, atol=1e-5)
+
+
+def test_a_window_generated_in_float64_is_converted():
+    """HannWindow's ``output_datatype`` (as MelWeightMatrix's and the other windows') names an element type too."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("HannWindow", ["size"], ["window"], output_datatype=TensorProto.DOUBLE),
+             helper.make_node("Mul", ["x", "window"], ["windowed"]),
+             helper.make_node("Gemm", ["windowed", "W"], ["y"], transB=1)]
+    model = _float64_model(nodes, {"W": rng.standard_normal((3, 8)), "size": np.array(8, np.int64)})
+    x = rng.standard_normal((2, 8))
+    source = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    e = Explainer(model, cache=False).explain(x.astype(np.float32), target=0)
+    np.testing.assert_allclose(e.logits, source, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(e.relevance.sum(1), e.logits[:, 0], rtol=1e-4)  # no bias: conservative

@@ -69,10 +69,12 @@ def test_a_value_read_twice_gets_one_product_and_exact_zeros_under_lrp0(fan_out)
     assert {n.op_type for n in nodes if n.output[0] in total.input} == {"MatMul"}  # the two layers' c_B, c_C
 
 
-def test_the_layer_norm_spread_is_the_nodes_own(build_model):
+@pytest.mark.parametrize("stash_type", [1, 11])  # 11: InvStdDev in float64, converted to float32 as it is loaded
+def test_the_layer_norm_spread_is_the_nodes_own(build_model, stash_type):
     rng = np.random.default_rng(5)
     c = {"g": rng.uniform(0.5, 2, 8), "be": rng.standard_normal(8), "W": rng.standard_normal((3, 8))}
-    nodes = [helper.make_node("LayerNormalization", ["x", "g", "be"], ["n"], name="ln", axis=-1, epsilon=1e-3),
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "be"], ["n"], name="ln", axis=-1, epsilon=1e-3,
+                              stash_type=stash_type),
              helper.make_node("Gemm", ["n", "W"], ["y"], name="fc", transB=1)]
     model = build_model(nodes, {"x": ["N", 8]}, {"y": ["N", 3]}, c)
     explainer = compile_explainer(model, "lrp0").model
@@ -93,3 +95,22 @@ def test_the_layer_norm_spread_is_the_nodes_own(build_model):
     t = s * g / sigma
     expected = xd * (t - t.mean(1, keepdims=True))
     np.testing.assert_allclose(e.relevance, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_an_overflow_inside_the_model_gives_nan_relevance_not_plausible_numbers(build_model):
+    """A finite input whose forward overflows (an infinite score): the division shortcut ``t [z != 0]`` must not
+    turn that into finite relevance; the sample's relevance is NaN, the other sample's is unaffected."""
+    rng = np.random.default_rng(6)
+    c = {"A": rng.standard_normal((6, 5)), "a": rng.standard_normal(6), "D": rng.standard_normal((3, 6)),
+         "d": rng.standard_normal(3)}
+    nodes = [helper.make_node("Gemm", ["x", "A", "a"], ["h"], name="A", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "D", "d"], ["y"], name="D", transB=1)]
+    model = build_model(nodes, {"x": ["N", 5]}, {"y": ["N", 3]}, c)
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    x[0] = np.sign(x[0]) * np.float32(3e38)  # finite; A x overflows
+    for composite in ("lrp0", "epsilon"):
+        e = Explainer(model, composite=composite, cache=False).explain(x, target=[0, 0])
+        assert not np.isfinite(e.logits[0]).all()
+        assert np.isnan(e.relevance[0]).all(), composite
+        assert np.isfinite(e.relevance[1]).all(), composite
