@@ -166,3 +166,26 @@ def test_a_window_generated_in_float64_is_converted():
     e = Explainer(model, cache=False).explain(x.astype(np.float32), target=0)
     np.testing.assert_allclose(e.logits, source, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(e.relevance.sum(1), e.logits[:, 0], rtol=1e-4)  # no bias: conservative
+
+
+def test_a_mixed_precision_model_with_castlike_is_explained_as_its_float32_twin(build_model):
+    """Autocast exports round activations through float16 with CastLike; converted, those are no-ops, and the
+    explanation is that of the same model without them."""
+    rng = np.random.default_rng(2)
+    c = {"W": rng.standard_normal((6, 8)), "V": rng.standard_normal((3, 6))}
+    plain = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "V"], ["y"], transB=1)]
+    mixed = [helper.make_node("Gemm", ["x", "W"], ["h0"], transB=1),
+             helper.make_node("CastLike", ["h0", "half"], ["h16"]), helper.make_node("Relu", ["h16"], ["r16"]),
+             helper.make_node("CastLike", ["r16", "x"], ["r"]), helper.make_node("Gemm", ["r", "V"], ["y"], transB=1)]
+    half = numpy_helper.from_array(np.zeros(1, np.float16), "half")
+    graph = helper.make_graph(mixed, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in c.items()] + [half])
+    mixed_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(mixed_model, full_check=True)
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    reference = Explainer(build_model(plain, {"x": ["N", 8]}, {"y": ["N", 3]}, c), cache=False).explain(x)
+    e = Explainer(mixed_model, cache=False).explain(x)
+    np.testing.assert_array_equal(e.relevance, reference.relevance)
+    assert "CastLike" in [n.op_type for n in compile_explainer(mixed_model).model.graph.node]

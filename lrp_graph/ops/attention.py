@@ -47,7 +47,7 @@ from .linear import LinearHead
 #: gates the uniform rule gives half the relevance (sigmoid-gated units)
 _SIGMOIDS = ("Sigmoid", "HardSigmoid")
 #: nodes that copy or rearrange a value (attention weights may pass through them before the product)
-_COPIES = ("Cast", "Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand")
+_COPIES = ("Cast", "CastLike", "Identity", "Dropout", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand")
 
 
 def _made_by(name, graph, ops) -> bool:

@@ -41,10 +41,14 @@ class ElementwiseExtremum(Activation):
 
 
 class PassThrough(OpHandler):
-    """Identity, Dropout (inference), Cast: relevance unchanged."""
+    """Identity, Dropout (inference), Cast, CastLike: relevance unchanged (to the first input: CastLike's second
+    only names the type)."""
+
+    def relevance_inputs(self, node, graph):
+        return [node.input[0]] if node.input[0] in graph.carriers else []
 
     def nonnegative(self, node, graph, nonnegative):
-        return node.op_type != "Cast" and node.input[0] in nonnegative
+        return node.op_type not in ("Cast", "CastLike") and node.input[0] in nonnegative
 
     def backward(self, ctx, node, relevance, rule):
         return [(node.input[0], relevance[0])]
@@ -124,7 +128,7 @@ class Gate(AffineNode):
 
 
 #: elementwise nodes a self-gate ``g(x)`` may be made of (with constants as their other operands)
-_GATE_STEPS = ACTIVATIONS + ("Add", "Sub", "Mul", "Div", "Cast", "Identity")
+_GATE_STEPS = ACTIVATIONS + ("Add", "Sub", "Mul", "Div", "Cast", "CastLike", "Identity")
 
 
 def _derived(value: str, source: str, graph, depth: int = 6) -> bool:
@@ -154,7 +158,7 @@ for _op in ACTIVATIONS:
 register_op("Sigmoid", SigmoidActivation)
 register_op("Max", ElementwiseExtremum)
 register_op("Min", ElementwiseExtremum)
-for _op in ("Identity", "Dropout", "Cast"):
+for _op in ("Identity", "Dropout", "Cast", "CastLike"):
     register_op(_op, PassThrough)
 register_op("Neg", Negation)
 register_op("Add", Sum)
