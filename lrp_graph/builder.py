@@ -25,6 +25,7 @@ class Builder:
         #: value -> values it is known to vanish with: 0 (or NaN) wherever they are 0 (products, sums of them)
         self._factors: dict[str, frozenset[str]] = {}
         self._products: dict[str, tuple[str, str]] = {}  # Mul output -> its two operands
+        self._aligned: set[str] = set()  # products whose operands both have the product's shape
         self.scope = ""
 
     # -- names and constants ---------------------------------------------------------------------
@@ -65,16 +66,31 @@ class Builder:
     def sub(self, a: str, b: str) -> str:
         return self.op("Sub", [a, b])
 
-    def mul(self, a: str, b: str) -> str:
+    def mul(self, a: str, b: str, aligned: bool = False) -> str:
+        """``a * b``; ``aligned``: both have the product's shape (no broadcasting), as a relevance ``x * c`` that a
+        rule made with ``c`` shaped like ``x``."""
         out = self.op("Mul", [a, b])
         self._products[out] = (a, b)
         self._factors[out] = frozenset((a, b)) | self._factors.get(a, frozenset()) | self._factors.get(b, frozenset())
+        if aligned:
+            self._aligned.add(out)
         return out
 
     def cofactor(self, x: str, factor: str) -> str | None:
         """``t`` if ``x`` was built as ``factor * t`` (or ``t * factor``), else None."""
         a, t = self._products.get(x, (None, None))
         return t if a == factor else a if t == factor else None
+
+    def declare_aligned(self, product: str) -> str:
+        """Record that ``product`` (made by :meth:`mul`) turned out aligned; returns it."""
+        if product in self._products:
+            self._aligned.add(product)
+        return product
+
+    def aligned_cofactor(self, x: str, factor: str) -> str | None:
+        """:meth:`cofactor`, for an aligned product only: a ``t`` that a reshape or transpose of ``factor`` can move
+        along (``reshape(y * t) = reshape(y) * reshape(t)``)."""
+        return self.cofactor(x, factor) if x in self._aligned else None
 
     def vanishes_with(self, x: str, factor: str) -> bool:
         """Whether ``x`` was built as ``factor`` times something (or a sum of such): 0 (or NaN) where ``factor`` is 0."""

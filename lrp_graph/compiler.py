@@ -257,7 +257,8 @@ def _collect(b: Builder, relevance: dict[str, list[str]], name: str) -> str | No
         return None
     cofactors = [b.cofactor(part, name) for part in parts]
     if len(parts) > 1 and all(c is not None for c in cofactors):
-        total = b.mul(name, b.sum(cofactors))
+        aligned = all(b.aligned_cofactor(part, name) is not None for part in parts)
+        total = b.mul(name, b.sum(cofactors), aligned=aligned)
     else:
         total = b.sum(parts)
     relevance[name] = [total]

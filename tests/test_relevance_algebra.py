@@ -114,3 +114,30 @@ def test_an_overflow_inside_the_model_gives_nan_relevance_not_plausible_numbers(
         assert not np.isfinite(e.logits[0]).all()
         assert np.isnan(e.relevance[0]).all(), composite
         assert np.isfinite(e.relevance[1]).all(), composite
+
+
+def test_a_product_moves_through_reshapes_and_transposes(build_model):
+    """``R_y = y * t`` of ``y = transpose(reshape(h))`` reaches ``h`` as ``h * reshape(transpose(t))``, so layer A's
+    LRP-0 division by ``h`` cancels (no Div there: only the explained scores' own division remains)."""
+    rng = np.random.default_rng(7)
+    c = {"A": rng.standard_normal((12, 6)), "a": rng.standard_normal(12), "D": rng.standard_normal((3, 12)),
+         "shape": np.array([0, 3, 4], np.int64)}
+    nodes = [helper.make_node("Gemm", ["x", "A", "a"], ["h"], name="A", transB=1),
+             helper.make_node("Reshape", ["h", "shape"], ["h3"], name="reshape"),
+             helper.make_node("Transpose", ["h3"], ["ht"], name="transpose", perm=[0, 2, 1]),
+             helper.make_node("Flatten", ["ht"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "D"], ["y"], name="D", transB=1)]
+    model = build_model(nodes, {"x": ["N", 6]}, {"y": ["N", 3]}, c)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    e = Explainer(model, composite="lrp0", cache=False).explain(x)
+    xd = x.astype(np.float64)
+    h = xd @ c["A"].T + c["a"]
+    order = np.arange(12).reshape(3, 4).T.reshape(-1)  # f[k] = h[order[k]]
+    f = h[:, order]
+    R_f = lrp0_dense(f, c["D"], np.zeros(3), (f @ c["D"].T) * np.eye(3)[e.targets])
+    R_h = np.zeros_like(R_f)
+    R_h[:, order] = R_f
+    expected = lrp0_dense(xd, c["A"], c["a"], R_h)
+    np.testing.assert_allclose(e.relevance, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    divisions = [n for n in compile_explainer(model, "lrp0").model.graph.node if n.op_type == "Div"]
+    assert len(divisions) == 1 and divisions[0].name.startswith("lrp/D/")

@@ -120,19 +120,29 @@ class BilinearMatMul(LinearHead):
         b, graph = ctx.b, ctx.graph
         a, v = node.input
         back = _scaled(b, b.op("MatMul", [s, _last_two_swapped(b, v, len(graph.shape(v)))]), share)
-        return _fit(b, graph, b.mul(a, back), a, node.output[0])
+        return _fit_product(b, graph, a, back, node.output[0])
 
     def _to_right(self, ctx, node, s, share):
         """``share * B * (A^T S)``, summed back to B's shape."""
         b, graph = ctx.b, ctx.graph
         a, v = node.input
         back = _scaled(b, b.op("MatMul", [_last_two_swapped(b, a, len(graph.shape(a))), s]), share)
-        return _fit(b, graph, b.mul(v, back), v, node.output[0])
+        return _fit_product(b, graph, v, back, node.output[0])
+
+
+def _fit_product(b, graph, factor, back, out):
+    """``factor * back`` (``back`` shaped like the product ``out`` in its batch axes), summed over the batch axes
+    along which ``factor`` was broadcast. Where none was (or shapes are unknown: then none is assumed), ``back`` has
+    ``factor``'s shape and the product is aligned (:meth:`Builder.aligned_cofactor`)."""
+    product = b.mul(factor, back)
+    fitted = _fit(b, graph, product, factor, out)
+    return b.declare_aligned(product) if fitted == product else fitted
 
 
 def _ratio(b, r, z, epsilon):
-    """``R / stab(z)``; unstabilised (``epsilon = 0``), ``R / 0`` is taken as 0 (``Where``: 3 nodes, not 6)."""
-    if epsilon > 0:
+    """``R / stab(z)``; unstabilised (``epsilon = 0``), ``R / 0`` is taken as 0 (``Where``: 3 nodes, not 6; or
+    ``t [z != 0]`` where ``R`` is the product ``z t``)."""
+    if epsilon > 0 or b.cofactor(r, z) is not None:
         return b.safe_divide(r, z, epsilon)
     return b.op("Where", [b.op("Equal", [z, b.const(0.0)]), b.const(0.0), b.div(r, z)])
 

@@ -11,14 +11,23 @@ def _attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _moved(b, node, r, move):
+    """``move(r)``; where ``r`` is the product ``y * t`` of the node's output (``t`` shaped like ``y``), the product
+    ``x * move(t)`` of its input instead: the same values, and the division by ``x`` that may follow cancels."""
+    t = b.aligned_cofactor(r, node.output[0])
+    if t is None:
+        return move(r)
+    return b.mul(node.input[0], move(t), aligned=True)
+
+
 class Reshaping(OpHandler):
     """Reshape, Flatten, Squeeze, Unsqueeze: ``R_x = reshape(R_y, shape(x))``."""
 
     sign_preserving = True
 
     def backward(self, ctx, node, relevance, rule):
-        x = node.input[0]
-        return [(x, ctx.b.reshape_like(relevance[0], x))]
+        x, b = node.input[0], ctx.b
+        return [(x, _moved(b, node, relevance[0], lambda v: b.reshape_like(v, x)))]
 
 
 class Transposing(OpHandler):
@@ -31,8 +40,9 @@ class Transposing(OpHandler):
         if perm is None:
             rank = len(ctx.graph.shape(node.input[0]))
             perm = list(reversed(range(rank)))
-        inverse = list(np.argsort(perm))
-        return [(node.input[0], ctx.b.op("Transpose", [relevance[0]], perm=inverse))]
+        inverse = [int(k) for k in np.argsort(perm)]
+        b = ctx.b
+        return [(node.input[0], _moved(b, node, relevance[0], lambda v: b.op("Transpose", [v], perm=inverse)))]
 
     def unsupported(self, node, graph):
         perm = _attrs(node).get("perm")

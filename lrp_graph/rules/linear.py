@@ -47,7 +47,7 @@ class Epsilon(LinearRule):
 
     def relevance(self, b, layer, x, R, nonnegative=False):
         s = b.safe_divide(R, layer.z, self.epsilon, rectified=layer.rectified())
-        return b.mul(x, layer.gradient(b, s, layer.weight))
+        return b.mul(x, layer.gradient(b, s, layer.weight), aligned=True)
 
 
 class Zero(Epsilon):
