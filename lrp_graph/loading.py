@@ -9,8 +9,9 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import shape_inference, version_converter
+from onnx import numpy_helper, shape_inference, version_converter
 
 from .errors import ModelError
 from .external_data import load_external_data
@@ -44,6 +45,7 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
         to_float32(proto)
     except Exception as exc:  # a tensor whose data does not fit its shape and type
         raise ModelError(f"{where}: cannot convert the model to float32: {_first_line(exc)}") from None
+    _densify_sparse_initializers(proto, where)
     proto = _normalise_opset(proto, where)
     # shapes come from the graph itself, not from the file's value_info: exporters write stale entries
     # (torch 2.13's dynamo exporter pins a symbolic time axis after LSTM/GRU to the example's length),
@@ -126,6 +128,34 @@ def _normalise_opset(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
             f"{where}: cannot convert opset {default_opset(proto)} to {TARGET_OPSET}: {_first_line(exc)}"
         ) from None
     return converted
+
+
+#: the most elements a sparse initializer may have once dense (as many as one folded constant may have)
+MAX_DENSE_ELEMENTS = 64 * 1024 * 1024
+
+
+def _densify_sparse_initializers(proto: onnx.ModelProto, where: str) -> None:
+    """The main graph's sparse initializers as the dense ones they stand for (the compiler reads weights as
+    dense arrays; onnxruntime densifies them too): values scattered into zeros at their indices, linear
+    (NNZ,) or per axis (NNZ, rank). A tensor of more than :data:`MAX_DENSE_ELEMENTS` is refused."""
+    graph = proto.graph
+    for sparse in graph.sparse_initializer:
+        name, dims = sparse.values.name, tuple(int(d) for d in sparse.dims)
+        size = int(np.prod(dims, dtype=np.float64)) if dims else 1
+        if size > MAX_DENSE_ELEMENTS or any(d < 0 for d in dims):
+            raise ModelError(f"{where}: sparse initializer '{name}' has shape {dims}: too large to use "
+                             f"(at most {MAX_DENSE_ELEMENTS} elements)")
+        try:
+            values = numpy_helper.to_array(sparse.values).reshape(-1)
+            indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+            if indices.ndim == 2:
+                indices = np.ravel_multi_index(tuple(indices.T), dims)
+            dense = np.zeros(size, values.dtype)
+            dense[indices.reshape(-1)] = values
+        except Exception as exc:  # indices out of range, counts that do not match
+            raise ModelError(f"{where}: sparse initializer '{name}' cannot be read: {_first_line(exc)}") from None
+        graph.initializer.append(numpy_helper.from_array(dense.reshape(dims), name))
+    del graph.sparse_initializer[:]
 
 
 def _modernise_ir(proto: onnx.ModelProto) -> None:
