@@ -45,12 +45,14 @@ def load_external_data(proto: onnx.ModelProto, folder: Path | None, where: str) 
 
 def external_tensors(proto: onnx.ModelProto) -> Iterator[TensorProto]:
     """Every tensor of the model that names external data (dense or the parts of sparse ones)."""
-    for tensor in _all_tensors(proto):
+    for tensor in all_tensors(proto):
         if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
             yield tensor
 
 
-def _all_tensors(proto: onnx.ModelProto) -> Iterator[TensorProto]:
+def all_tensors(proto: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Every tensor the model holds: initializers, the values and indices of sparse ones, and the tensors of node
+    attributes (``Constant``, ``ConstantOfShape``, ...), in subgraphs, local functions and training info too."""
     yield from _graph_tensors(proto.graph)
     for function in proto.functions:
         for node in function.node:

@@ -10,9 +10,14 @@ compiled explainer carries and ``lrp-onnx check`` prints.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+
+from .control_flow import subgraphs
+from .external_data import all_tensors
 
 #: metadata key: the floating-point types the model was converted from (comma-separated), if any
 SOURCE_PRECISION = "lrp_onnx.source_precision"
@@ -27,10 +32,13 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def to_float32(model: onnx.ModelProto) -> set[str]:
     """Convert ``model`` in place; returns the names of the types it had ({} when it was float32 already)."""
     seen: set[str] = set()
-    _graph(model.graph, seen)
-    for function in model.functions:
-        for node in function.node:
-            _node(node, seen)
+    for tensor in all_tensors(model):
+        _tensor(tensor, seen)
+    for graph in _graphs(model.graph):
+        for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+            _value_type(info.type, seen)
+    for node in _nodes(model):
+        _type_attributes(node, seen)
     if seen:
         meta = {p.key: p.value for p in model.metadata_props}
         meta[SOURCE_PRECISION] = ",".join(sorted(seen))
@@ -45,42 +53,31 @@ def source_precision(model: onnx.ModelProto) -> str | None:
     return next((p.value for p in model.metadata_props if p.key == SOURCE_PRECISION), None)
 
 
-def _graph(graph: onnx.GraphProto, seen: set[str]) -> None:
-    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
-        _value_type(info.type, seen)
-    for tensor in graph.initializer:
-        _tensor(tensor, seen)
-    for sparse in graph.sparse_initializer:
-        _tensor(sparse.values, seen)
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and the graphs its nodes hold, at any depth."""
+    yield graph
     for node in graph.node:
-        _node(node, seen)
+        for sub in subgraphs(node):
+            yield from _graphs(sub)
 
 
-def _node(node: onnx.NodeProto, seen: set[str]) -> None:
+def _nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+    """Every node: of the main graph, of local functions, and of the graphs they hold."""
+    for node in list(model.graph.node) + [n for f in model.functions for n in f.node]:
+        yield node
+        for sub in subgraphs(node):
+            for graph in _graphs(sub):
+                yield from graph.node
+
+
+def _type_attributes(node: onnx.NodeProto, seen: set[str]) -> None:
+    """Attributes that name an element type (:data:`_TYPE_ATTRIBUTES`) or hold a type (Optional's ``type``)."""
     for attr in node.attribute:
         if attr.name in _TYPE_ATTRIBUTES and attr.type == onnx.AttributeProto.INT and attr.i in _CONVERTED:
             seen.add(_CONVERTED[attr.i])
             attr.i = TensorProto.FLOAT
-        elif attr.type == onnx.AttributeProto.TENSOR:
-            _tensor(attr.t, seen)
-        elif attr.type == onnx.AttributeProto.TENSORS:
-            for t in attr.tensors:
-                _tensor(t, seen)
-        elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-            _tensor(attr.sparse_tensor.values, seen)
-        elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
-            for t in attr.sparse_tensors:
-                _tensor(t.values, seen)
-        elif attr.type == onnx.AttributeProto.TYPE_PROTO:
-            _value_type(attr.tp, seen)
-        elif attr.type == onnx.AttributeProto.TYPE_PROTOS:
-            for tp in attr.type_protos:
-                _value_type(tp, seen)
-        elif attr.type == onnx.AttributeProto.GRAPH:
-            _graph(attr.g, seen)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            for g in attr.graphs:
-                _graph(g, seen)
+        for type_proto in ([attr.tp] if attr.type == onnx.AttributeProto.TYPE_PROTO else []) + list(attr.type_protos):
+            _value_type(type_proto, seen)
 
 
 def _value_type(type_proto: onnx.TypeProto, seen: set[str]) -> None:

@@ -57,11 +57,8 @@ class Normalisation(OpHandler):
             return [(x, self._grouped(ctx, node, s, eps))]
         if node.op_type == "LayerNormalization":
             axis = int(_attrs(node).get("axis", -1)) % rank
-            axes = list(range(axis, rank))
-            if int(_attrs(node).get("stash_type", 1)) == 1:  # InvStdDev in float32
-                t = b.mul(b.mul(s, node.input[1]), _inverse_spread(b, node))
-            else:
-                t = b.div(b.mul(s, node.input[1]), _spread(b, x, axes, eps))
+            axes = list(range(axis, rank))  # InvStdDev is float32: loading made the stash type float32 too
+            t = b.mul(b.mul(s, node.input[1]), _inverse_spread(b, node))
         else:  # InstanceNormalization: per sample and channel, over the spatial axes; scale per channel
             axes = list(range(2, rank))
             gamma = b.op("Reshape", [node.input[1], b.ints([-1] + [1] * (rank - 2))])
